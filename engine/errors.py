@@ -1,0 +1,44 @@
+"""Errors a user can act on: each names the key, the value and what was expected."""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A wrong setting. Its message is one line, fit to print without a traceback."""
+
+    def __init__(self, key: str, value: Any, expected: str, unknown_key: bool = False):
+        self.key, self.value, self.expected = key, value, expected
+        if unknown_key:
+            message = f"{key}: unknown key; expected {expected}"
+        else:
+            message = f"{key}: got {value!r}, expected {expected}"
+        super().__init__(message)
+
+
+class DataError(ValueError):
+    """Data that cannot be trained on (mismatched lengths, labels out of range, NaN inputs)."""
+
+
+def suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list"}
+
+
+def describe_expected(kind: type, lo: float | None = None, hi: float | None = None,
+                      choices: Iterable | None = None) -> str:
+    if choices is not None:
+        return "one of " + ", ".join(repr(c) for c in choices)
+    word = _TYPE_WORDS.get(kind, kind.__name__)
+    if lo is not None and hi is not None:
+        return f"{word} in [{lo}, {hi}]"
+    if lo is not None:
+        return f"{word} ≥ {lo}"
+    if hi is not None:
+        return f"{word} ≤ {hi}"
+    return word

@@ -1,0 +1,401 @@
+"""The training loop: one place that trains, evaluates, calls plugins and writes the run file.
+
+What plugins need (per-sample losses, gradients, logits, embeddings) is computed here once per step
+or evaluation and handed to every plugin, so diagnostics never repeat a forward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .config import RunConfig
+from .data import BatchOrder, DataBundle, load_data
+from .models import EmbeddingTap, build_model
+from .plugin import EvalContext, Plugin, PluginHost, Probe, RunContext, StepContext, View, instantiate
+from .store import RunWriter
+
+EVAL_CHUNK = 1024
+PROGRESS_SECONDS = 0.25
+PREVIEW_SAMPLES = 256
+
+
+class Control:
+    """Requests to the loop (pause, resume, stop, checkpoint now), set from any thread or a signal
+    handler and read once per step: plain attribute reads cost nothing on the hot path."""
+
+    def __init__(self):
+        self.stop_requested = False
+        self.checkpoint_requested = False
+        self._running = threading.Event()
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        self._running.set()
+
+    def checkpoint(self) -> None:
+        self.checkpoint_requested = True
+
+    def wait_while_paused(self, seconds: float) -> None:
+        self._running.wait(seconds)
+
+
+def select_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+        raise ConfigError("run.device", spec, '"cpu" or "auto" (no CUDA device is available here)')
+    return device
+
+
+def configure_threads(requested: int) -> int:
+    """Leave a core for the GUI: on 2 busy cores, 2 torch threads ran 4–5× slower than 1."""
+    n = requested or max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def per_sample_loss_fn(name: str, n_classes: int) -> Callable:
+    if name == "cross_entropy":
+        return lambda out, y: F.cross_entropy(out, y, reduction="none")
+
+    def mse(out, y):  # ½‖f(x) − onehot(y)‖², the square loss of edge-of-stability studies
+        return 0.5 * (out - F.one_hot(y, n_classes).to(out.dtype)).pow(2).sum(dim=1)
+    return mse
+
+
+def lr_at(step: int, opt: dict, total: int) -> float:
+    """Learning rate for 1-based ``step``: linear warm-up, then the schedule."""
+    lr, warm = opt["lr"], opt["warmup_steps"]
+    if warm and step <= warm:
+        return lr * step / warm
+    t = step - warm
+    if opt["schedule"] == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t / max(1, total - warm))))
+    if opt["schedule"] == "step":
+        return lr * opt["gamma"] ** (t // opt["step_size"])
+    return lr
+
+
+def make_optimizer(params, opt: dict) -> torch.optim.Optimizer:
+    if opt["name"] == "sgd":
+        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], nesterov=opt["nesterov"],
+                               weight_decay=opt["weight_decay"])
+    cls = torch.optim.Adam if opt["name"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"],
+               weight_decay=opt["weight_decay"])
+
+
+CORE_SERIES = (("train/loss", "", "mean training loss of the step's batch"),
+               ("train/accuracy", "", "accuracy on the step's batch"),
+               ("lr", "", "learning rate used at the step"),
+               ("grad_norm", "", "L2 norm of the full gradient at the step"),
+               ("wall_time", "s", "seconds since the run started (excluding pauses before resume)"),
+               ("val/loss", "", "mean loss on the validation split"),
+               ("val/accuracy", "", "accuracy on the validation split"))
+
+CORE_VIEWS = (
+    View("line", "Loss", ("train/loss", "val/loss"), "Training loss per batch and validation loss at each evaluation."),
+    View("line", "Accuracy", ("train/accuracy", "val/accuracy"), "Share of correctly classified samples."),
+    View("line", "Learning rate", ("lr",), "The learning rate the optimizer used at each step."),
+    View("line", "Gradient norm", ("grad_norm",),
+         "Size of the full gradient: spikes warn of instability before the loss shows it.", {"log_y": True}),
+)
+
+
+def checkpoint_dir(out_path: Path) -> Path:
+    return out_path.with_suffix(".ckpt")
+
+
+def latest_checkpoint(out_path: Path) -> Path | None:
+    files = sorted(checkpoint_dir(out_path).glob("step_*.pt"))
+    return files[-1] if files else None
+
+
+class Trainer:
+    """Trains one RunConfig into one run file."""
+
+    def __init__(self, config: RunConfig, out_path: str | Path, control: Control | None = None,
+                 on_status: Callable[[dict], None] | None = None, resume: bool = False):
+        self.cfg = config
+        self.out = Path(out_path)
+        self.control = control or Control()
+        self.on_status = on_status or (lambda msg: None)
+        self.resume = resume
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg = self.cfg
+        run = cfg.sections["run"]
+        self.threads = configure_threads(run["threads"])
+        self.device = select_device(run["device"])
+        torch.manual_seed(run["seed"])
+        self.data: DataBundle = load_data(cfg.sections["data"]["source"], cfg.sections["data"]["val_fraction"],
+                                          run["seed"], cfg.base_dir)
+        self.train = self.data.train.to(self.device)
+        self.val = self.data.val.to(self.device)
+        self.order = BatchOrder(len(self.train), cfg.sections["data"]["batch_size"], run["seed"])
+        self.total = run["steps"] or run["epochs"] * self.order.per_epoch
+        self.model = build_model(cfg.sections["model"], self.data.input_shape, self.data.n_classes,
+                                 cfg.base_dir).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, cfg.sections["optimizer"])
+        self.loss_fn = per_sample_loss_fn(cfg.sections["loss"]["name"], self.data.n_classes)
+        self.plugins: list[Plugin] = [instantiate(name, table) for name, table in cfg.plugins.items()
+                                      if table.get("enabled", True)]
+        self._probe_perm = np.random.default_rng(run["seed"] + 1).permutation(len(self.train))
+        self._probes: dict[int, Probe] = {}
+        self.ctx = RunContext(cfg, self.model, self.optimizer, self.device, self.data.n_classes,
+                              self.data.input_shape, self.data.class_names, self.total, self.loss_fn,
+                              self._probe, len(self.train), len(self.val), self.data.val.metadata)
+
+    def _probe(self, n: int) -> Probe:
+        """The first n samples of a fixed permutation of the training split: the same for the run."""
+        n = min(n, len(self.train))
+        if n not in self._probes:
+            idx = torch.from_numpy(np.sort(self._probe_perm[:n])).to(self.device)
+            self._probes[n] = Probe(self.train.x[idx], self.train.y[idx], self.train.ids[idx.cpu().numpy()])
+        return self._probes[n]
+
+    def _open_writer(self, resume_step: int | None) -> RunWriter:
+        w = RunWriter(self.out, self.cfg.to_json(), resume_step=resume_step)
+        w.set_attr("environment", json.dumps(self._environment()))
+        for name, unit, description in CORE_SERIES:
+            w.declare_series(name, (), "float64", unit, description)
+        w.write_plugin_info("core", "Training", "core training curves", (), [v.to_dict() for v in CORE_VIEWS])
+        if resume_step is None:
+            self._write_static(w)
+        self.host = PluginHost(self.plugins, w)
+        self.host.declare(self.ctx)
+        w.start_swmr()
+        return w
+
+    def _environment(self) -> dict:
+        return {"traindx": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                "platform": platform.platform(), "device": str(self.device), "threads": self.threads,
+                "data_source": self.data.source, "train_size": len(self.train), "val_size": len(self.val),
+                "n_classes": self.data.n_classes, "input_shape": list(self.data.input_shape),
+                "parameters": sum(p.numel() for p in self.params), "total_steps": self.total}
+
+    def _write_static(self, w: RunWriter) -> None:
+        d = self.data
+        w.write_array("class_names", np.asarray(d.class_names))
+        for split_name, split in (("train", d.train), ("val", d.val)):
+            w.write_array(f"{split_name}/ids", split.ids)
+            w.write_array(f"{split_name}/labels", split.y.numpy())
+            for key, column in split.metadata.items():
+                w.write_array(f"{split_name}/meta/{key}", column)
+        w.write_array("val/x_preview", d.val.x[:PREVIEW_SAMPLES].numpy().astype(np.float16))
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> str:
+        self._build()
+        start = 0
+        if self.resume:
+            start = self._load_checkpoint()
+        self.writer = self._open_writer(start if self.resume else None)
+        w = self.writer
+        w.event(start, "resumed" if self.resume else "started",
+                f"resumed at step {start}" if self.resume else f"training for {self.total} steps")
+        self._status("state", state="running")
+        self.host.setup(self.ctx)
+        try:
+            status = self._loop(start)
+        except Exception as exc:
+            w.event(getattr(self, "step", start), "failed", f"{type(exc).__name__}: {exc}")
+            w.close("failed")
+            self._status("state", state="failed", message=f"{type(exc).__name__}: {exc}")
+            raise
+        w.close(status)
+        self._status("state", state=status)
+        return status
+
+    def _loop(self, start: int) -> str:
+        w, control, run = self.writer, self.control, self.cfg.sections["run"]
+        eval_every, ckpt_every = run["eval_every"], run["checkpoint_every"]
+        self.t0 = time.monotonic()
+        last_progress, last_step_t, done_in_window = 0.0, self.t0, 0
+        step = start
+        for step in range(start + 1, self.total + 1):
+            self.step = step
+            if control.paused:
+                self._pause(step - 1)
+            if control.stop_requested:
+                w.event(step - 1, "stopped", f"stopped by request after step {step - 1}")
+                self._final_eval_and_checkpoint(step - 1, eval_every)
+                return "stopped"
+            self._checkpoint_if_requested(step - 1)
+            loss_value = self._train_step(step)
+            if loss_value is None:
+                return "diverged"
+            if step % eval_every == 0 or step == self.total:
+                self._evaluate(step)
+            if ckpt_every and step % ckpt_every == 0:
+                self._save_checkpoint(step)
+            w.maybe_flush()
+            now = time.monotonic()
+            done_in_window += 1
+            if now - last_progress >= PROGRESS_SECONDS:
+                rate = done_in_window / max(now - last_step_t, 1e-9)
+                self._status("progress", step=step, total=self.total, loss=loss_value, steps_per_s=rate,
+                             eta_s=(self.total - step) / rate if rate > 0 else None)
+                last_progress, last_step_t, done_in_window = now, now, 0
+        self.host.end(self.ctx, step)
+        self._save_checkpoint(step)
+        w.event(step, "finished", f"finished {step} steps")
+        return "finished"
+
+    def _train_step(self, step: int) -> float | None:
+        idx = self.order.indices(step)
+        x, y = self.train.x[idx], self.train.y[idx]
+        lr = lr_at(step, self.cfg.sections["optimizer"], self.total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        out = self.model(x)
+        losses = self.loss_fn(out, y)
+        loss = losses.mean()
+        if self.host.wants_graph(step):
+            grads = torch.autograd.grad(loss, self.params, create_graph=True)
+            for p, g in zip(self.params, grads):
+                p.grad = g.detach()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = tuple(p.grad for p in self.params)
+        grad_norm = torch.nn.utils.get_total_norm([g.detach() for g in grads if g is not None])
+        acc = (out.detach().argmax(1) == y).float().mean()
+        loss_v, acc_v, gnorm_v = torch.stack([loss.detach(), acc, grad_norm.to(acc.dtype)]).tolist()
+        if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
+            what = "loss" if not math.isfinite(loss_v) else "gradient norm"
+            self.writer.event(step, "diverged", f"{what} became {loss_v if what == 'loss' else gnorm_v} "
+                              f"at step {step}; training stopped, everything before it kept")
+            self._status("error", message=f"diverged at step {step} ({what} not finite)")
+            return None
+        if self.host.wants_step(step):
+            ids = self.train.ids[idx.numpy()]
+            self.host.step(step, lambda p: StepContext(self.ctx, step, lr, x, y, ids, out, losses.detach(),
+                                                       loss, grads, self.host.logger(p, step),
+                                                       lambda k, m: self.writer.event(step, k, m)))
+        self.optimizer.step()
+        w = self.writer
+        w.append("train/loss", step, loss_v)
+        w.append("train/accuracy", step, acc_v)
+        w.append("lr", step, lr)
+        w.append("grad_norm", step, gnorm_v)
+        w.append("wall_time", step, time.monotonic() - self.t0)
+        return loss_v
+
+    @torch.no_grad()
+    def _evaluate(self, step: int) -> None:
+        if len(self.val) == 0:
+            return
+        self.model.eval()
+        want_plugins = self.host.wants_eval
+        logits = []
+        tap = EmbeddingTap(self.model) if want_plugins else None
+        with tap or contextlib.nullcontext():
+            for i in range(0, len(self.val), EVAL_CHUNK):
+                logits.append(self.model(self.val.x[i:i + EVAL_CHUNK]))
+        logits = torch.cat(logits)
+        losses = self.loss_fn(logits, self.val.y)
+        val_loss, val_acc = torch.stack([losses.mean(), (logits.argmax(1) == self.val.y).float().mean()]).tolist()
+        self.writer.append("val/loss", step, val_loss)
+        self.writer.append("val/accuracy", step, val_acc)
+        if want_plugins:
+            cpu = dict(logits=logits.float().cpu(), labels=self.val.y.cpu(), losses=losses.float().cpu(),
+                       emb=torch.cat(tap.captured).float().cpu())
+            self.host.evaluate(step, lambda p: EvalContext(
+                self.ctx, step, cpu["logits"], cpu["labels"], cpu["losses"], cpu["emb"], self.val.ids,
+                self.val.metadata, self.host.logger(p, step), lambda k, m: self.writer.event(step, k, m)))
+        self.model.train()
+
+    def _pause(self, step: int) -> None:
+        self.writer.event(step, "paused", f"paused after step {step}")
+        self.writer.flush()
+        self._status("state", state="paused")
+        paused_at = time.monotonic()
+        while self.control.paused:
+            self.control.wait_while_paused(0.2)
+            self._checkpoint_if_requested(step)
+            self.writer.flush()  # keep the heartbeat fresh so readers know the engine lives
+        self.t0 += time.monotonic() - paused_at
+        self.writer.event(step, "resumed", f"resumed after step {step}")
+        self._status("state", state="running")
+
+    def _checkpoint_if_requested(self, step: int) -> None:
+        if self.control.checkpoint_requested and step > 0:
+            self.control.checkpoint_requested = False
+            self._save_checkpoint(step)
+
+    def _final_eval_and_checkpoint(self, step: int, eval_every: int) -> None:
+        if step > 0 and step % eval_every != 0:
+            self._evaluate(step)
+        if step > 0:
+            self._save_checkpoint(step)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _save_checkpoint(self, step: int) -> None:
+        d = checkpoint_dir(self.out)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"step_{step:08d}.pt"
+        state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "config": self.cfg.to_json()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a checkpoint file is either whole or absent
+        self.writer.event(step, "checkpoint", str(path))
+
+    def _load_checkpoint(self) -> int:
+        path = latest_checkpoint(self.out)
+        if path is None:
+            from .errors import ConfigError
+            raise ConfigError("--resume", str(self.out), f"a run with checkpoints in {checkpoint_dir(self.out)}")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        return int(state["step"])
+
+    def _status(self, kind: str, **fields) -> None:
+        self.on_status({"kind": kind, **fields})
+
+
+def run_training(config, out_path: str | Path, *, resume: bool = False, control: Control | None = None,
+                 on_status: Callable[[dict], None] | None = None) -> str:
+    """Train ``config`` (a RunConfig, a dict like a parsed TOML file, or a TOML path) into ``out_path``;
+    returns the final status."""
+    if isinstance(config, (str, Path)):
+        config = RunConfig.from_toml(config)
+    elif isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    return Trainer(config, out_path, control, on_status, resume).run()
+

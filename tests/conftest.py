@@ -1,0 +1,38 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DIR = Path(__file__).resolve().parent / "example_plugin"
+
+
+def tiny_config(**sections):
+    """A run that trains in well under a second on digits."""
+    cfg = {"run": {"seed": 0, "steps": 40, "eval_every": 20, "threads": 1},
+           "data": {"source": "digits", "batch_size": 32},
+           "model": {"name": "mlp", "hidden": [16]},
+           "optimizer": {"name": "sgd", "lr": 0.1},
+           "loss": {"name": "cross_entropy"}}
+    for name, table in sections.items():
+        cfg.setdefault(name, {}).update(table)
+    return cfg
+
+
+@pytest.fixture
+def example_plugin(tmp_path, monkeypatch):
+    """Installs tests/example_plugin as a third-party distribution with a real entry point."""
+    site = tmp_path / "site"
+    dist = site / "traindx_example-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: traindx-example\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[traindx.plugins]\nexample = traindx_example:ExamplePlugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(EXAMPLE_DIR))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(EXAMPLE_DIR), str(ROOT),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    return site

@@ -1,0 +1,114 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from engine import open_run
+from engine.store import RunWriter
+
+READER = """
+import sys, time
+from engine import open_run
+run = open_run(sys.argv[1])
+seen = []
+deadline = time.time() + 20
+while time.time() < deadline:
+    n = len(run.series("x")[0])
+    if not seen or n != seen[-1]:
+        seen.append(n)
+    if n >= 30:
+        break
+    time.sleep(0.05)
+print(seen, run.status)
+"""
+
+
+def test_another_process_reads_the_file_while_it_grows(tmp_path):
+    path = tmp_path / "live.h5"
+    w = RunWriter(path, json.dumps({"config": {}}), flush_seconds=0.05)
+    w.declare_series("x")
+    w.start_swmr()
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for step in range(1, 31):
+        w.append("x", step, float(step))
+        w.maybe_flush()
+        time.sleep(0.03)
+    w.flush()
+    out = reader.communicate(timeout=30)[0]
+    w.close("finished")
+    seen = eval(out.rsplit("]", 1)[0] + "]")
+    assert len(seen) >= 3 and seen[-1] == 30  # it saw the series grow, not just its end
+    assert out.strip().endswith("running")
+
+
+def test_rows_and_events_round_trip_with_plain_h5py(tmp_path):
+    path = tmp_path / "r.h5"
+    w = RunWriter(path, json.dumps({"config": {"run": {"name": "n"}}}))
+    w.declare_series("a/b", (3,), "float32", "s", "a row of three")
+    w.declare_series("t", (), "json")
+    w.start_swmr()
+    w.append("a/b", 5, [1, 2, 3])
+    w.append("t", 5, json.dumps({"rows": [["é", 1]]}))
+    w.event(5, "note", "héllo <b>")
+    w.close("stopped")
+    with h5py.File(path, "r") as f:  # the documented format, read without TrainDx
+        assert f.attrs["format"] == "traindx.run" and f.attrs["status"] == "stopped"
+        assert list(f["series/a/b/step"][:]) == [5]
+        assert f["series/a/b/value"].shape == (1, 3) and f["series/a/b/value"].dtype == np.float32
+        assert f["events"][0]["kind"] == b"note"
+        assert json.loads(f.attrs["config"])["config"]["run"]["name"] == "n"
+    run = open_run(path)
+    assert run.series("t")[1][0] == {"rows": [["é", 1]]}
+    assert run.events()[0]["message"] == "héllo <b>"
+    assert run.row_at("a/b", 100)[0] == 5
+
+
+def test_declaring_after_swmr_is_refused(tmp_path):
+    w = RunWriter(tmp_path / "r.h5", "{}")
+    w.start_swmr()
+    with pytest.raises(RuntimeError, match="after the run file switched to SWMR"):
+        w.declare_series("late")
+    w.close("finished")
+
+
+def test_a_killed_run_stays_readable_and_says_it_crashed(tmp_path):
+    out = tmp_path / "k.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(ROOT / "assets/examples/digits-mlp.toml"),
+                             "--out", str(out), "--set", "run.steps=1000000", "--quiet"], cwd=ROOT)
+    deadline = time.time() + 60
+    n = 0
+    while time.time() < deadline and n < 50:
+        time.sleep(0.3)
+        if out.exists():
+            try:
+                with open_run(out) as run:
+                    n = run.length("train/loss")
+                    assert run.status == "running"
+            except (OSError, KeyError):
+                pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert n >= 50
+    run = open_run(out)
+    assert run.status == "crashed" and run.raw_status == "running" and not run.finished
+    steps, losses = run.series("train/loss")
+    assert len(steps) >= n and np.array_equal(steps, np.arange(1, len(steps) + 1))
+    assert np.all(np.isfinite(losses))
+
+
+def test_not_a_run_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = 1
+    with pytest.raises(OSError, match="not a TrainDx run file"):
+        open_run(path)
+    (tmp_path / "junk.h5").write_text("hello")
+    with pytest.raises(OSError, match="not a readable run file"):
+        open_run(tmp_path / "junk.h5")
