@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
-from .errors import ConfigError, describe_expected, suggest
+from .config import Field
+from .errors import ConfigError, suggest
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -38,30 +39,14 @@ VIEW_KINDS = {
 RESERVED_KEYS = ("enabled", "every", "on")
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One plugin setting; its type is the type of its default."""
+class Setting(Field):
+    """One plugin setting: a config field with a name; its type is the type of its default."""
 
-    name: str
-    default: Any
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple | None = None
-
-    def validate(self, key: str, value: Any) -> Any:
-        kind = type(self.default)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not kind:
-            raise ConfigError(key, value, describe_expected(kind, self.min, self.max, self.choices))
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(key, value, describe_expected(kind, choices=self.choices))
-        out_of_range = (self.min is not None and value < self.min) or (
-            self.max is not None and value > self.max)
-        if out_of_range:
-            raise ConfigError(key, value, describe_expected(kind, self.min, self.max))
-        return value
+    def __init__(self, name: str, default: Any, help: str, min: float | None = None,
+                 max: float | None = None, choices: tuple | None = None):
+        item_kind = type(default[0]) if isinstance(default, list) and default else None
+        super().__init__(default, type(default), help, min, max, choices, item_kind=item_kind)
+        object.__setattr__(self, "name", name)
 
 
 @dataclass(frozen=True)
