@@ -30,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p_info = sub.add_parser("info", help="summarise a run file")
     p_info.add_argument("run")
     p_info.set_defaults(func=_cmd_info)
+    argv = sys.argv[1:] if argv is None else argv
     for ep in entry_points(group=COMMAND_GROUP):
-        add = ep.load()
-        add(sub.add_parser(ep.name))
+        sub_parser = sub.add_parser(ep.name, help=f"see traindx {ep.name} --help")
+        if argv and argv[0] == ep.name:  # import only the command asked for (gui pulls in Qt)
+            ep.load()(sub_parser)
     args = parser.parse_args(argv)
     from .errors import ConfigError, DataError
     try:
