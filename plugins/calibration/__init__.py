@@ -1,0 +1,1 @@
+"""Calibration: can the model's confidence be trusted, and when did it stop being trustworthy?"""
