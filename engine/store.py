@@ -309,6 +309,9 @@ class RunReader:
     def plugin_titles(self) -> dict[str, str]:
         return {name: str(g.attrs.get("title", name)) for name, g in self.f["plugins"].items()}
 
+    def plugin_descriptions(self) -> dict[str, str]:
+        return {name: str(g.attrs.get("description", "")) for name, g in self.f["plugins"].items()}
+
     def data(self, path: str) -> np.ndarray:
         arr = self.f[f"data/{path}"]
         if h5py.check_string_dtype(arr.dtype):
