@@ -271,6 +271,8 @@ def validate_plugin_table(name: str, table: dict) -> dict:
     out = {"enabled": True, "every": None, "on": None}
     for key, value in table.items():
         full = f"plugins.{name}.{key}"
+        if key in ("every", "on") and value is None:  # unset, as a validated table written to JSON says
+            continue
         if key == "enabled":
             if not isinstance(value, bool):
                 raise ConfigError(full, value, "true or false")

@@ -27,6 +27,7 @@ LIVE_DTYPE = np.dtype([("status", "S16"), ("heartbeat", "<f8")])
 EVENT_DTYPE = np.dtype([("step", "<i8"), ("time", "<f8"), ("kind", "S32"),
                         ("message", h5py.string_dtype())])
 _STR = h5py.string_dtype()
+CHUNK_BYTES = 2 ** 16  # a chunk is allocated whole on disk: keep rarely-written series small
 STALE_SECONDS = 30.0  # a "running" file not flushed for this long by a dead process has crashed
 
 
@@ -50,7 +51,10 @@ class RunWriter:
         self._last_flush = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
-            self.f = h5py.File(self.path, "w", libver="latest")
+            # Built under a temporary name and moved into place once in SWMR mode, so a reader
+            # never opens a half-made file.
+            self._building = self.path.with_name(self.path.name + ".part")
+            self.f = h5py.File(self._building, "w", libver="latest")
             a = self.f.attrs
             a["format"], a["format_version"], a["traindx_version"] = FORMAT, FORMAT_VERSION, __version__
             a["created_utc"] = _utc_now()
@@ -60,6 +64,7 @@ class RunWriter:
             self.f.create_dataset("events", shape=(0,), maxshape=(None,), dtype=EVENT_DTYPE, chunks=(256,))
             self.f.create_dataset("live", shape=(1,), maxshape=(1,), dtype=LIVE_DTYPE, chunks=(1,))
         else:
+            self._building = None
             self.f = h5py.File(self.path, "r+", libver="latest")
             self._truncate_after(resume_step)
         a = self.f.attrs
@@ -82,7 +87,7 @@ class RunWriter:
         if path in self.f:  # resuming: the datasets exist already
             return
         g = self.f.create_group(path)
-        rows = max(1, min(1024, 2 ** 20 // (8 * max(1, int(np.prod(shape))))))
+        rows = max(1, min(1024, CHUNK_BYTES // (8 * max(1, int(np.prod(shape))))))
         g.create_dataset("step", shape=(0,), maxshape=(None,), dtype="<i8", chunks=(1024,))
         g.create_dataset("value", shape=(0, *shape), maxshape=(None, *shape),
                          dtype=_storage_dtype(dtype), chunks=(rows, *shape))
@@ -113,12 +118,21 @@ class RunWriter:
     def start_swmr(self) -> None:
         self.f.flush()
         self.f.swmr_mode = True
+        if self._building is not None:
+            os.replace(self._building, self.path)
+            self._building = None
 
     # -- while training -----------------------------------------------------------------------
     def append(self, name: str, step: int, value) -> None:
         steps, values = self._buffers[name]
         steps.append(step)
         values.append(value)
+
+    def append_many(self, name: str, steps, values) -> None:
+        """Many rows at once (e.g. importing a finished run)."""
+        buf_steps, buf_values = self._buffers[name]
+        buf_steps.extend(np.asarray(steps).tolist())
+        buf_values.extend(list(values))
 
     def event(self, step: int, kind: str, message: str = "") -> None:
         self._events.append((step, time.time(), kind.encode()[:32], message))

@@ -239,7 +239,7 @@ class Trainer:
         eval_every, ckpt_every = run["eval_every"], run["checkpoint_every"]
         self.t0 = time.monotonic()
         last_progress, last_step_t, done_in_window = 0.0, self.t0, 0
-        step = start
+        step, loss_value = start, float("nan")
         for step in range(start + 1, self.total + 1):
             self.step = step
             if control.paused:
@@ -264,6 +264,8 @@ class Trainer:
                 self._status("progress", step=step, total=self.total, loss=loss_value, steps_per_s=rate,
                              eta_s=(self.total - step) / rate if rate > 0 else None)
                 last_progress, last_step_t, done_in_window = now, now, 0
+        rate = (step - start) / max(time.monotonic() - self.t0, 1e-9)
+        self._status("progress", step=step, total=self.total, loss=loss_value, steps_per_s=rate, eta_s=0.0)
         self.host.end(self.ctx, step)
         self._save_checkpoint(step)
         w.event(step, "finished", f"finished {step} steps")

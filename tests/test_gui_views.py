@@ -1,0 +1,156 @@
+"""The view renderer: every declared kind draws, live and static, and what it draws is the data."""
+import csv
+import io
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from engine.store import open_run  # noqa: E402
+from gui.reduce import smooth  # noqa: E402
+from gui.rundata import RunData  # noqa: E402
+from gui.synthetic import CORE_VIEWS, DEMO_VIEWS, write_synthetic_run  # noqa: E402
+from gui.views import PlotOptions, Trace, ViewWidget, render_view_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    return write_synthetic_run(tmp_path_factory.mktemp("views") / "syn.h5", steps=2000, eval_every=100)
+
+
+@pytest.fixture(scope="module")
+def data(run_path):
+    with open_run(run_path) as run:
+        return RunData.from_reader(run)
+
+
+def widget(qtbot, view, data, **opts):
+    w = ViewWidget(view)
+    qtbot.addWidget(w)
+    w.resize(600, 300)
+    w.show()
+    qtbot.waitExposed(w)
+    w.opts = PlotOptions(**opts)
+    w.set_traces([Trace(data, "#4c8fe0", "syn")])
+    return w
+
+
+def item(w, prefix):
+    """The drawn item whose key starts with ``prefix`` (keys end with the legend label)."""
+    found = [it for k, it in w.canvas._items.items() if k.startswith(prefix)]
+    assert len(found) == 1, (prefix, list(w.canvas._items))
+    return found[0]
+
+
+@pytest.mark.parametrize("view", CORE_VIEWS + DEMO_VIEWS, ids=lambda v: v["kind"] + ":" + v["title"])
+def test_every_view_kind_renders_png_and_svg(qapp, run_path, view):
+    with open_run(run_path) as run:
+        png = render_view_image(view, run, step=1000, width=400, height=250)
+        svg = render_view_image(view, run, fmt="svg", width=400, height=250)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 3000
+    assert b"<svg" in svg[:500] and b"</svg>" in svg
+
+
+def test_render_rejects_unknown_format(qapp, data):
+    with pytest.raises(ValueError, match="fmt: got 'gif'"):
+        render_view_image(CORE_VIEWS[0], data, fmt="gif")
+
+
+def test_long_curve_is_reduced_per_pixel_and_keeps_its_spike(qtbot):
+    d = RunData("long")
+    steps = np.arange(1, 200_001)
+    y = np.ones(len(steps))
+    y[123_456] = 10.0
+    d.extend("train/loss", steps, y)
+    w = widget(qtbot, {"kind": "line", "title": "Loss", "series": ["train/loss"]}, d)
+    x_drawn, y_drawn = item(w, "0|train/loss|None|raw").getData()
+    assert len(x_drawn) <= 2 * w.canvas.columns() and y_drawn.max() == 10.0
+
+
+def test_smoothing_draws_faint_raw_under_the_smoothed_curve(qtbot, data):
+    w = widget(qtbot, CORE_VIEWS[0], data, smoothing=0.9)
+    x, sm = item(w, "0|train/loss|None|smooth").getData()
+    assert item(w, "0|train/loss|None|raw").opts["pen"].color().alpha() < 255
+    # 2,000 rows fit the plot's pixel columns twice only if the plot is wide; compare where drawn raw
+    full = smooth(data.values("train/loss"), 0.9)
+    if len(x) == len(full):
+        np.testing.assert_allclose(sm, full)
+    else:
+        assert sm.max() <= full.max() + 1e-12 and sm.min() >= full.min() - 1e-12
+
+
+def test_cursor_marks_the_step_and_lists_values(qtbot, data):
+    w = widget(qtbot, CORE_VIEWS[0], data)
+    w.set_cursor(300)
+    assert w.canvas.cursor_line.isVisible() and w.canvas.cursor_line.value() == 300
+    expected = data.values("train/loss")[299]
+    assert w.values.text().startswith("step 300: train/loss ") and f"{expected:.4g}" in w.values.text()
+    assert f"val/loss {data.values('val/loss')[2]:.4g}" in w.values.text()
+
+
+def test_row_view_shows_the_row_at_the_cursor_step(qtbot, data):
+    view = next(v for v in DEMO_VIEWS if v["kind"] == "histogram")
+    w = widget(qtbot, view, data)
+    assert "latest, step 2000" in w.values.text()
+    w.set_cursor(750)  # evaluations every 100 steps: the row written at 700
+    assert w.values.text() == "step 700"
+    x, y = item(w, "0|demo/heat|").getData()
+    np.testing.assert_allclose(y, data.row_at("demo/heat", 700)[1])
+
+
+def test_table_view_fills_cells_from_the_json_row(qtbot, data):
+    w = widget(qtbot, next(v for v in DEMO_VIEWS if v["kind"] == "table"), data)
+    w.set_cursor(400)
+    assert w.canvas.rowCount() == 2 and w.canvas.item(1, 0).text() == "step 400"
+
+
+def test_log_axis_counts_hidden_non_positive_values(qtbot):
+    d = RunData("neg")
+    d.extend("grad_norm", np.arange(1, 11), np.array([1, 2, 0, -1, 5, 6, 7, 8, 9, 10.0]))
+    w = widget(qtbot, {"kind": "line", "title": "g", "series": ["grad_norm"]}, d, log_y=True)
+    w.set_cursor(None)
+    assert "2 values ≤ 0 not shown" in w.values.text()
+    _, y = item(w, "0|grad_norm|None|raw").getData()
+    np.testing.assert_allclose(y[[0, 1]], np.log10([1, 2]))
+    assert np.isnan(y[[2, 3]]).all()
+
+
+def test_wall_time_axis_uses_the_wall_time_series(qtbot, data):
+    w = widget(qtbot, {"kind": "line", "title": "lr", "series": ["lr"]}, data, x_mode="wall_time")
+    x, _ = item(w, "0|lr|None|raw").getData()
+    assert x[0] == pytest.approx(0.01) and x[-1] == pytest.approx(20.0)
+
+
+def test_csv_export_has_every_row_at_full_resolution(qtbot, data):
+    w = widget(qtbot, CORE_VIEWS[0], data)
+    rows = list(csv.DictReader(io.StringIO(w.export_bytes("csv").decode())))
+    loss = [r for r in rows if r["series"] == "train/loss"]
+    assert len(loss) == 2000 and len(rows) == 2000 + 20
+    assert float(loss[1000]["value"]) == data.values("train/loss")[1000]
+    assert w.export_bytes("png")[:4] == b"\x89PNG" and b"<svg" in w.export_bytes("svg")[:500]
+
+
+def test_hovering_a_plot_reports_the_step_under_the_mouse(qtbot, data):
+    from PySide6 import QtCore, QtGui, QtWidgets
+    w = widget(qtbot, CORE_VIEWS[0], data)
+    vb = w.canvas.plotItem.vb
+    qtbot.waitUntil(lambda: vb.viewRange()[0][1] > 1500)  # auto-range settles on the next paint
+    pos = QtCore.QPointF(w.canvas.mapFromScene(vb.mapViewToScene(QtCore.QPointF(1000, 1.0))))
+    move = QtGui.QMouseEvent(QtCore.QEvent.Type.MouseMove, pos, w.canvas.viewport().mapToGlobal(pos),
+                             QtCore.Qt.MouseButton.NoButton, QtCore.Qt.MouseButton.NoButton,
+                             QtCore.Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(w.hovered, timeout=2000) as blocker:
+        QtWidgets.QApplication.sendEvent(w.canvas.viewport(), move)
+    assert abs(blocker.args[0] - 1000) <= 10
+
+
+def test_overlay_draws_one_curve_per_run_with_a_legend(qtbot, data, tmp_path):
+    other = write_synthetic_run(tmp_path / "b.h5", steps=500, demo=False, seed=3)
+    with open_run(other) as run:
+        d2 = RunData.from_reader(run)
+    w = widget(qtbot, CORE_VIEWS[0], data)
+    w.set_traces([Trace(data, "#4c8fe0", "a"), Trace(d2, "#f28e2b", "b")])
+    assert item(w, "0|train/loss|None|raw") is not item(w, "1|train/loss|None|raw")
+    labels = [label.text for _, label in w.canvas.legend.items]
+    assert "a: train/loss" in labels and "b: train/loss" in labels

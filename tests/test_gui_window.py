@@ -1,0 +1,245 @@
+"""The main window driven like a user: fill the form, train real (short) runs in the engine process,
+watch the curves, pause/resume/stop, reopen, overlay, and survive an engine crash."""
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6 import QtCore  # noqa: E402
+
+from engine.config import RunConfig  # noqa: E402
+from engine.errors import ConfigError  # noqa: E402
+from engine.store import open_run  # noqa: E402
+from gui.window import MainWindow  # noqa: E402
+
+RUN_TIMEOUT = 30_000  # ms: spawning the engine imports torch (a few seconds on a busy machine)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs")
+    w.confirm_close = False  # no modal question if a failing test leaves the engine running
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: getattr(w, "plugins_loaded", False), timeout=20_000)
+    yield w
+    if w.engine is not None:
+        w.engine.kill()
+        w.engine.join(10)
+        w.engine = None
+    w.shutdown()
+    assert not w.poller.isRunning(), "the poller thread outlived the window"
+    active = [(t.parent().metaObject().className(), t.interval()) for t in w.findChildren(QtCore.QTimer) if t.isActive()]
+    assert not active, f"a QTimer outlived the window: {active}"
+    assert w.tasks.pool.activeThreadCount() == 0, "a task outlived the window"
+
+
+def type_into(qtbot, window, key, text):
+    """Replace a form field's text by typing, as a user does."""
+    editor = window.form.all_editors()[key]
+    editor.input.clear()
+    qtbot.keyClicks(editor.input, text)
+    return editor
+
+
+def small_run(qtbot, window, name, steps, plugins=True):
+    type_into(qtbot, window, "run.name", name)
+    type_into(qtbot, window, "run.steps", str(steps))
+    type_into(qtbot, window, "run.eval_every", "20")
+    type_into(qtbot, window, "model.hidden", "16")
+    for box in window.form.plugin_boxes.values():
+        box.setChecked(plugins and box.name == "calibration")
+    qtbot.waitUntil(lambda: window.form.config is not None and window.start_button.isEnabled())
+
+
+def rows(window, run_id, name="train/loss"):
+    return window.runs[run_id].data.length(name)
+
+
+def test_opens_on_the_ready_default_with_installed_plugins_enabled(window):
+    form = window.form
+    assert form.editors["run.name"].get() == "digits-mlp" and form.editors["data.source"].get() == "digits"
+    assert form.plugin_boxes and all(b.isChecked() for b in form.plugin_boxes.values())
+    assert form.config is not None and window.start_button.isEnabled()
+    assert window.state_label.text() == "idle"
+
+
+def test_bad_settings_show_the_engine_message_next_to_the_field(qtbot, window):
+    lr = type_into(qtbot, window, "optimizer.lr", "-1")
+    with pytest.raises(ConfigError) as engine_says:
+        RunConfig.from_dict({"optimizer": {"lr": -1}})
+    qtbot.waitUntil(lambda: lr.error.isVisible())
+    assert lr.error.text() == str(engine_says.value) == "optimizer.lr: got -1.0, expected a number ≥ 0.0"
+    assert not window.start_button.isEnabled() and not window.start_run()
+    steps = type_into(qtbot, window, "run.steps", "lots")
+    qtbot.waitUntil(lambda: steps.error.isVisible())
+    assert steps.error.text().startswith("run.steps: got 'lots', expected an integer ≥ 1")
+    assert "2 settings to fix" in window.form.summary.text()
+    type_into(qtbot, window, "optimizer.lr", "0.05")
+    type_into(qtbot, window, "run.steps", "60")
+    qtbot.waitUntil(lambda: window.start_button.isEnabled())
+    assert not lr.error.isVisible() and not steps.error.isVisible()
+
+
+def test_plugin_setting_error_comes_from_the_plugin_declaration(qtbot, window):
+    box = window.form.plugin_boxes["calibration"]
+    key, editor = next((k, e) for k, e in box.all_editors().items() if e.kind in (int, float))
+    editor.input.setText("-5")
+    qtbot.waitUntil(lambda: editor.error.isVisible())
+    assert editor.error.text().startswith(f"{key}: got -5")
+
+
+def test_config_save_load_and_recent(qtbot, window, tmp_path):
+    type_into(qtbot, window, "optimizer.lr", "0.02")
+    type_into(qtbot, window, "model.hidden", "8, 4")
+    qtbot.waitUntil(lambda: window.form.config is not None)
+    path = tmp_path / "mine.toml"
+    assert window.save_config(path)
+    assert RunConfig.from_toml(path).sections["model"]["hidden"] == [8, 4]
+    window.load_config(window.form.source_path)  # back to the default…
+    assert window.form.editors["optimizer.lr"].get() == 0.1
+    window.load_config(path)  # …and the saved one again
+    assert window.form.editors["optimizer.lr"].get() == 0.02
+    assert window.form.model_editors["mlp"]["hidden"].get() == [8, 4]
+    assert str(path.resolve()) in window._recent("recent_configs")
+    assert [a.text() for a in window.recent_configs_menu.actions()][0] == str(path.resolve())
+
+
+def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
+    # 1. a short run: the curves grow while it trains and it finishes with findings
+    small_run(qtbot, window, "first", 60)
+    seen = []
+    window.poller.rows.connect(lambda rid, chunk: seen.append(len(chunk.get("train/loss", ((),))[0])))
+    with qtbot.waitSignal(window.findings_ready, timeout=RUN_TIMEOUT):
+        qtbot.mouseClick(window.start_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: window.state == "finished", timeout=RUN_TIMEOUT)
+    first = window.live_run_id
+    qtbot.waitUntil(lambda: rows(window, first) == 60)
+    loss = window.plots.widgets[("core", "Loss")]
+    qtbot.waitUntil(lambda: any(k.startswith("0|train/loss") for k in loss.canvas._items))
+    drawn = [it for k, it in loss.canvas._items.items() if k.startswith("0|train/loss|None|smooth")][0]
+    assert drawn.getData()[0][-1] == 60
+    assert sum(seen) >= 60 and window.progress.value() == 60
+    assert window.findings_list.count() > 0 and "calibration" in window.findings_list.item(0).text()
+    assert ("calibration", "Reliability diagram") in window.plots.widgets
+
+    # the linked cursor: pinning a step marks it in every step plot; row plots show that row
+    window.pin_cursor(30)
+    assert loss.canvas.cursor_line.isVisible() and loss.canvas.cursor_line.value() == 30
+    assert loss.values.text().startswith("step 30: train/loss")
+    assert window.plots.widgets[("calibration", "Reliability diagram")].values.text() == "step 20"
+    window.release_cursor()
+    # clicking a finding pins the cursor at its step
+    item = next(window.findings_list.item(i) for i in range(window.findings_list.count())
+                if window.findings_list.item(i).data(QtCore.Qt.ItemDataRole.UserRole) is not None)
+    window.findings_list.itemClicked.emit(item)
+    assert window.cursor == item.data(QtCore.Qt.ItemDataRole.UserRole) and window.cursor_pinned
+    window.release_cursor()
+
+    # 2. a long run: pause, resume, stop
+    small_run(qtbot, window, "second", 100_000, plugins=False)
+    window.act_start.trigger()
+    second = window.live_run_id
+    assert second != first
+    qtbot.waitUntil(lambda: window.state == "running" and rows(window, second) > 0, timeout=RUN_TIMEOUT)
+    window.act_pause.trigger()
+    qtbot.waitUntil(lambda: window.state == "paused", timeout=10_000)
+    assert window.act_pause.text() == "Resume"
+    paused_at = rows(window, second)
+    window.act_pause.trigger()
+    qtbot.waitUntil(lambda: window.state == "running" and rows(window, second) > paused_at, timeout=10_000)
+    window.act_ckpt.trigger()
+    qtbot.waitUntil(lambda: any(e["kind"] == "checkpoint" for e in window.runs[second].data.events), timeout=10_000)
+    window.act_stop.trigger()
+    qtbot.waitUntil(lambda: window.state == "stopped" and window.engine is None, timeout=RUN_TIMEOUT)
+    kinds = [e["kind"] for e in open_run(window.runs[second].path).events()]
+    assert {"paused", "resumed", "stopped"} <= set(kinds)
+    assert open_run(window.runs[second].path).status == "stopped"
+
+    # 3. open the first run again from its file
+    path = window.runs[first].path
+    window.runs[first].item.setSelected(True)
+    window.close_selected_run()
+    assert first not in window.runs
+    assert window.open_run(path) == first
+    qtbot.waitUntil(lambda: rows(window, first) == 60 and window.runs[first].data.status == "finished")
+    assert str(path) in window._recent("recent_runs")
+
+    # 4. overlay: both runs ticked draw in the same plots, with a legend naming each run
+    for entry in window.runs.values():
+        entry.item.setCheckState(QtCore.Qt.CheckState.Checked)
+    loss = window.plots.widgets[("core", "Loss")]
+    assert len(loss.traces) == 2
+    qtbot.waitUntil(lambda: loss.canvas.legend.isVisible())
+    labels = [label.text for _, label in loss.canvas.legend.items]
+    assert any(t.startswith("first") for t in labels) and any(t.startswith("second") for t in labels)
+
+
+def test_engine_crash_keeps_the_plots_and_opens_the_partial_run(qtbot, window):
+    small_run(qtbot, window, "doomed", 100_000, plugins=False)
+    window.act_start.trigger()
+    run_id = window.live_run_id
+    qtbot.waitUntil(lambda: window.state == "running" and rows(window, run_id) > 0, timeout=RUN_TIMEOUT)
+    window.engine.kill()  # the engine process dies without closing its run file
+    qtbot.waitUntil(lambda: window.state == "crashed", timeout=10_000)
+    kept = rows(window, run_id)
+    assert kept > 0 and window.banner.isVisible() and "died" in window.banner.text()
+    assert window.plots.isVisible() and window.act_start.isEnabled()
+    window._on_banner_link("reopen")
+    qtbot.waitUntil(lambda: rows(window, run_id) >= kept and window.runs[run_id].data.status == "crashed",
+                    timeout=10_000)
+
+
+def test_drop_opens_runs_and_configs(qtbot, window, tmp_path):
+    from gui.synthetic import write_synthetic_run
+    run = write_synthetic_run(tmp_path / "dropped.h5", steps=300)
+    window.open_paths([str(run)])
+    run_id = str(run.resolve())
+    qtbot.waitUntil(lambda: run_id in window.runs and rows(window, run_id) == 300)
+    qtbot.waitUntil(lambda: ("demo", "Histogram") in window.plots.widgets)
+    window.pin_cursor(150)
+    assert window.plots.widgets[("demo", "Histogram")].values.text() == "step 100"
+
+
+def test_loading_a_file_with_an_unknown_key_says_what_was_ignored(qtbot, window, tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text('[optimizer]\nname = "adam"\nlearning_rate = 0.1\n')
+    assert window.load_config(path)
+    assert window.form.editors["optimizer.name"].get() == "adam"
+    assert window.form.summary.isVisible()
+    assert "optimizer.learning_rate" in window.form.summary.text()
+
+
+def test_a_diverging_run_says_so(qtbot, window):
+    small_run(qtbot, window, "boom", 2000, plugins=False)
+    type_into(qtbot, window, "optimizer.lr", "1e12")
+    qtbot.waitUntil(lambda: window.start_button.isEnabled())
+    window.act_start.trigger()
+    qtbot.waitUntil(lambda: window.state == "diverged" and window.engine is None, timeout=RUN_TIMEOUT)
+    assert window.state_label.text() == "diverged" and window.banner.isVisible()
+    assert "diverged" in window.banner.text()
+
+
+def test_shortcuts_theme_and_window_state_are_remembered(qtbot, window, tmp_path):
+    shortcuts = {a.text(): a.shortcut().toString() for a in
+                 (window.act_start, window.act_pause, window.act_stop, window.act_ckpt, window.act_open)}
+    assert shortcuts == {"Start": "Ctrl+R", "Pause": "Ctrl+P", "Stop": "Ctrl+.", "Checkpoint now": "Ctrl+K",
+                         "Open run…": "Ctrl+O"}
+    from PySide6 import QtGui, QtWidgets
+    window_color = lambda: QtWidgets.QApplication.palette().color(QtGui.QPalette.ColorRole.Window)  # noqa: E731
+    window.apply_theme("dark")
+    assert window_color().lightness() < 80
+    assert window.plots.widgets == {} or all(w.canvas.theme["bg"] == "#1e1f22" for w in window.plots.widgets.values())
+    window.apply_theme("light")
+    assert window_color().lightness() > 200
+    window.resize(window.width(), 480)
+    window.smoothing_slider.setValue(42)
+    window.shutdown()
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    again = MainWindow(settings=settings, runs_dir=tmp_path / "runs")
+    qtbot.addWidget(again)
+    try:
+        assert again.size().height() == 480 and again.smoothing_slider.value() == 42
+        assert again.theme_mode == "light"
+    finally:
+        again.shutdown()
