@@ -80,6 +80,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "steps": Field(None, int, "optimizer steps to train (or give epochs)", min=1, optional=True),
         "epochs": Field(None, int, "passes over the training split (or give steps)", min=1, optional=True),
         "eval_every": Field(50, int, "evaluate the validation split every N steps", min=1),
+        "log_every": Field(10, int, "log batch accuracy and gradient norm every N steps (the loss: every step)",
+                           min=1),
         "checkpoint_every": Field(0, int, "save a checkpoint every N steps (0: only at the end)", min=0),
         "device": Field("auto", str, "where to train", choices=("auto", "cpu", "cuda", "cuda:")),
         "threads": Field(0, int, "CPU threads for torch (0: leave one core for the GUI)", min=0),

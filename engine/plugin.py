@@ -333,10 +333,10 @@ class PluginHost:
             self._guard(p, 0, lambda: p.setup(run))
 
     def wants_graph(self, step: int) -> bool:
-        return any(p.wants_step(step) and p.wants_graph(step) for p in self.plugins)
+        return bool(self.plugins) and any(p.wants_step(step) and p.wants_graph(step) for p in self.plugins)
 
     def wants_step(self, step: int) -> bool:
-        return any(p.wants_step(step) for p in self.plugins)
+        return bool(self.plugins) and any(p.wants_step(step) for p in self.plugins)
 
     @property
     def wants_eval(self) -> bool:

@@ -19,9 +19,12 @@ def test_core_series_and_events_are_written(tmp_path):
     assert run_training(tiny_config(), out) == "finished"
     run = open_run(out)
     assert run.status == "finished" and run.finished
-    for name in ("train/loss", "train/accuracy", "lr", "grad_norm", "wall_time"):
+    for name in ("train/loss", "lr", "wall_time"):
         steps, values = run.series(name)
         assert list(steps) == list(range(1, 41)) and np.all(np.isfinite(values))
+    for name in ("train/accuracy", "grad_norm"):  # every log_every (default 10) steps
+        steps, values = run.series(name)
+        assert list(steps) == [10, 20, 30, 40] and np.all(np.isfinite(values))
     steps, acc = run.series("val/accuracy")
     assert list(steps) == [20, 40] and 0 <= acc.min() <= acc.max() <= 1
     kinds = [e["kind"] for e in run.events()]
@@ -29,6 +32,14 @@ def test_core_series_and_events_are_written(tmp_path):
     assert run.config["optimizer"]["lr"] == 0.1
     assert run.meta["torch"] == torch.__version__ and run.meta["train_size"] + run.meta["val_size"] == 1797
     assert "core" in run.views()
+
+
+def test_log_every_sets_the_cadence_of_accuracy_and_gradient_norm(tmp_path):
+    run_training(tiny_config(run={"log_every": 1, "steps": 5}), tmp_path / "l.h5")
+    run = open_run(tmp_path / "l.h5")
+    steps, acc = run.series("train/accuracy")
+    assert list(steps) == [1, 2, 3, 4, 5] and np.all((0 <= acc) & (acc <= 1))
+    assert list(run.series("grad_norm")[0]) == [1, 2, 3, 4, 5]
 
 
 def test_same_seed_gives_bit_identical_losses_and_other_seed_differs(tmp_path):
