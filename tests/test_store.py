@@ -112,3 +112,22 @@ def test_not_a_run_file_is_a_clear_error(tmp_path):
     (tmp_path / "junk.h5").write_text("hello")
     with pytest.raises(OSError, match="not a readable run file"):
         open_run(tmp_path / "junk.h5")
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_finished_file(tmp_path):
+    out = tmp_path / "c.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(ROOT / "assets/examples/digits-mlp.toml"),
+                             "--out", str(out), "--set", "run.steps=1000000", "--set", "plugins.sharpness.enabled=false"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not out.exists():
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped:" in err and "Traceback" not in err
+    run = open_run(out)
+    kinds = [e["kind"] for e in run.events()]
+    assert run.status == "stopped" and kinds[-2:] == ["stopped", "checkpoint"]  # resumable from there
+    assert run.length("train/loss") > 0
