@@ -73,7 +73,7 @@ def main() -> int:
             ok &= seconds < LIMIT_SECONDS
             if name.endswith(".html"):
                 fits = size < LIMIT_HTML_BYTES
-                print(f"{'':12s} HTML size {'ok' if fits else 'OVER'} the {LIMIT_HTML_BYTES / 2 ** 20:g} MiB limit")
+                print(f"{'':12s} HTML size {'within' if fits else 'OVER'} the {LIMIT_HTML_BYTES / 2 ** 20:g} MiB limit")
                 ok &= fits
     return 0 if ok else 1
 

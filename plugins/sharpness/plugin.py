@@ -131,7 +131,8 @@ class SharpnessPlugin(Plugin):
                     ("sharpness/lambda_max", "sharpness/threshold"),
                     "Top Hessian eigenvalues on the probe set; crossing the threshold line means "
                     "plain gradient descent on a quadratic would be unstable.",
-                    {"labels": labels, "y_label": "eigenvalue"})]
+                    # log: a decaying learning rate sends the threshold up by orders of magnitude
+                    {"labels": labels, "y_label": "eigenvalue", "log_y": True})]
         if s["batch_every"]:
             out.append(View("line", "Batch sharpness", ("sharpness/batch_sharpness", "sharpness/threshold"),
                             "Curvature of each mini-batch's loss along its own gradient; SGD tends to "
