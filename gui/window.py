@@ -230,6 +230,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_save = self._action("Save config…", self.save_config_dialog, "Ctrl+S", "Save the form as a TOML file")
         self.act_default = self._action("Default config", lambda: self.load_config(DEFAULT_CONFIG), None,
                                         "Reset the form to the bundled digits example")
+        self.act_export = self._action("Export report…", self.export_report_dialog, "Ctrl+E",
+                                       "Write the shown run's analysis report as one HTML or PDF file",
+                                       sp.SP_FileDialogDetailedView)
         self.act_reopen = self._action("Reopen run file", self.reopen_live_run, None,
                                        "Read the run file again from disk (e.g. after a crash)")
         self.act_unpin = self._action("Release cursor", self.release_cursor, "Esc",
@@ -338,7 +341,7 @@ class MainWindow(QtWidgets.QMainWindow):
         tb = self.addToolBar("Run control")
         tb.setObjectName("run_toolbar")
         tb.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for a in (self.act_start, self.act_pause, self.act_stop, self.act_ckpt):
+        for a in (self.act_start, self.act_pause, self.act_stop, self.act_ckpt, self.act_export):
             tb.addAction(a)
         tb.addSeparator()
         self.state_label = QtWidgets.QLabel()
@@ -373,6 +376,7 @@ class MainWindow(QtWidgets.QMainWindow):
         m = self.menuBar().addMenu("&File")
         m.addAction(self.act_open)
         self.recent_runs_menu = m.addMenu("Recent runs")
+        m.addAction(self.act_export)
         m.addSeparator()
         for a in (self.act_load, self.act_save, self.act_default):
             m.addAction(a)
@@ -650,6 +654,45 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.setValue("last_dir", str(path.parent))
         self._traces_changed()
         return run_id
+
+    def report_target(self) -> RunEntry | None:
+        """The run a report is made of: the selected one, else the first shown."""
+        selected = [self.runs[i.data(QtCore.Qt.ItemDataRole.UserRole)] for i in self.run_list.selectedItems()]
+        shown = selected or self.visible_runs()
+        return shown[0] if shown else None
+
+    def export_report_dialog(self) -> None:
+        entry = self.report_target()
+        if entry is None:
+            QtWidgets.QMessageBox.information(self, "Export report", "Open or start a run first.")
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Export report", str(entry.path.with_suffix(".html")),
+            "HTML report (*.html);;PDF report (*.pdf)")
+        if path:
+            self.export_report(entry.path, path)
+
+    def export_report(self, run_path: Path, out: str | Path) -> Path | None:
+        """Write the report. Its plots are drawn with Qt widgets, which live in this thread, so the
+        work is cut into plot-sized pieces with the event loop served between them."""
+        from .report import export_report
+        dialog = QtWidgets.QProgressDialog("Writing report…", None, 0, 100, self)
+        dialog.setWindowTitle("Export report")
+        dialog.setMinimumDuration(300)
+
+        def progress(percent: float, text: str) -> None:
+            dialog.setValue(int(percent))
+            dialog.setLabelText(text)
+            QtWidgets.QApplication.processEvents()
+        try:
+            written = export_report(run_path, out, progress=progress)
+        except (OSError, ValueError) as exc:
+            dialog.close()
+            QtWidgets.QMessageBox.warning(self, "Export report", f"The report could not be written: {exc}")
+            return None
+        dialog.close()
+        self.statusBar().showMessage(f"Report written to {written}", 10000)
+        return written
 
     def close_selected_run(self) -> None:
         for item in self.run_list.selectedItems():

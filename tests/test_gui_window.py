@@ -243,3 +243,18 @@ def test_shortcuts_theme_and_window_state_are_remembered(qtbot, window, tmp_path
         assert again.theme_mode == "light"
     finally:
         again.shutdown()
+
+
+def test_export_report_of_the_shown_run(qtbot, window, tmp_path):
+    from html.parser import HTMLParser
+
+    from gui.synthetic import write_synthetic_run
+    run = write_synthetic_run(tmp_path / "shown.h5", steps=200)
+    run_id = window.open_run(run)
+    qtbot.waitUntil(lambda: rows(window, run_id) == 200)
+    assert window.act_export.isEnabled() and window.report_target().path == run.resolve()
+    out = window.export_report(window.report_target().path, tmp_path / "shown.html")
+    text = out.read_text()
+    HTMLParser().feed(text)
+    assert out == tmp_path / "shown.html" and "data:image/png;base64," in text  # plots embedded
+    assert (tmp_path / "shown.json").is_file()
