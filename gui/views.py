@@ -117,18 +117,26 @@ class PlotCanvas(pg.PlotWidget):
     def begin(self) -> None:
         self._touched.clear()
 
-    def get(self, key: str, factory, ignore_bounds: bool = False):
+    @property
+    def plots(self) -> tuple:
+        """The plot panels; the first is ``plotItem``."""
+        return (self.plotItem,)
+
+    def get(self, key: str, factory, ignore_bounds: bool = False, plot=None):
+        """The item drawn under ``key``, made by ``factory`` and added to ``plot`` (default: the main one)."""
         item = self._items.get(key)
         if item is None:
             item = factory()
             self._items[key] = item
-            self.plotItem.addItem(item, ignoreBounds=ignore_bounds)
+            (plot or self.plotItem).addItem(item, ignoreBounds=ignore_bounds)
         self._touched.add(key)
         return item
 
     def end(self) -> None:
         for key in [k for k in self._items if k not in self._touched]:
-            self.plotItem.removeItem(self._items.pop(key))
+            item = self._items.pop(key)
+            for plot in self.plots:  # removeItem ignores an item that is not in that plot
+                plot.removeItem(item)
         n = len(self.legend.items)
         auto = 1 < n <= MAX_LEGEND  # more entries than that cover the curves: the header lists values
         self.legend.setVisible(auto if self.show_legend is None else self.show_legend and n > 0)
@@ -171,6 +179,55 @@ class PlotCanvas(pg.PlotWidget):
         self.legend.setBrush(pg.mkBrush(bg))
 
 
+class ReliabilityCanvas(PlotCanvas):
+    """Two panels sharing x (Guo et al. 2017): the reliability plot (``plotItem``, 2/3 of the height)
+    over a histogram of the samples per confidence bin (``share_plot``, 1/3)."""
+
+    AXIS_WIDTH = 46  # both left axes equally wide, so the linked x axes line up
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.share_plot = pg.PlotItem(axisItems={"left": Axis("left"), "bottom": Axis("bottom")})
+        self.share_plot.setMenuEnabled(False)
+        self.share_plot.showGrid(x=True, y=True, alpha=0.15)
+        self.share_plot.setXLink(self.plotItem)
+        self.share_plot.vb.setMouseEnabled(x=True, y=False)  # y always fits the histogram
+        self.share_plot.addLegend(offset=(4, 4), labelTextSize="8pt", verSpacing=-6, colCount=2)  # a row per run
+        layout = pg.GraphicsLayout()
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        self.setCentralItem(layout)
+        layout.addItem(self.plotItem, row=0, col=0)
+        layout.addItem(self.share_plot, row=1, col=0)
+        layout.layout.setRowStretchFactor(0, 2)
+        layout.layout.setRowStretchFactor(1, 1)
+        for plot in self.plots:
+            plot.getAxis("left").setWidth(self.AXIS_WIDTH)
+        self.legend.setOffset((4, 4))  # top left: high-confidence bars reach the top right
+
+    @property
+    def plots(self) -> tuple:
+        return (self.plotItem, self.share_plot)
+
+    def set_share_label(self, axis: str, text: str) -> None:
+        if self.share_plot.getAxis(axis).labelText != text:
+            self.share_plot.setLabel(axis, text)
+
+    def end(self) -> None:
+        super().end()
+        legend = self.share_plot.legend
+        legend.setVisible(bool(legend.items) and self.show_legend is not False)
+
+    def apply_theme(self, theme: dict) -> None:
+        super().apply_theme(theme)
+        for name in ("left", "bottom"):
+            axis = self.share_plot.getAxis(name)
+            axis.setPen(pg.mkPen(theme["fg"]))
+            axis.setTextPen(pg.mkPen(theme["fg"]))
+        self.share_plot.legend.setLabelTextColor(theme["fg"])
+        self.share_plot.legend.setBrush(self.legend.opts["brush"])
+
+
 class TableCanvas(QtWidgets.QTableWidget):
     """A table view's drawing surface."""
 
@@ -187,7 +244,9 @@ class TableCanvas(QtWidgets.QTableWidget):
 
 
 def make_canvas(view: dict):
-    return TableCanvas() if view["kind"] == "table" else PlotCanvas()
+    if view["kind"] == "table":
+        return TableCanvas()
+    return ReliabilityCanvas() if view["kind"] == "reliability" else PlotCanvas()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,26 +475,87 @@ def paint_curve(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotO
     return _row_note(rows, cursor)
 
 
+GAP_COLOR = "#e15759"
+
+
+def reliability_summary(row) -> dict:
+    """What the reliability diagram draws from one (n_bins, 7) row (ROW_COLUMNS of the calibration
+    plugin: lower, upper, confidence, accuracy, count, ci_low, ci_high), over the non-empty bins."""
+    b = np.asarray(row, dtype=float).reshape(-1, 7)
+    b = b[b[:, 4] > 0]
+    total = b[:, 4].sum()
+    return {"lower": b[:, 0], "upper": b[:, 1], "confidence": b[:, 2], "accuracy": b[:, 3], "count": b[:, 4],
+            "ci_low": b[:, 5], "ci_high": b[:, 6], "share": b[:, 4] / total if total > 0 else b[:, 4],
+            "mean_accuracy": float(b[:, 4] @ b[:, 3] / total) if total > 0 else math.nan,
+            "mean_confidence": float(b[:, 4] @ b[:, 2] / total) if total > 0 else math.nan}
+
+
+def _legend_bars(legend, name: str, **opts):
+    """Bars with a legend entry (a plot lists only curves in its legend by itself)."""
+    bars = pg.BarGraphItem(x0=[0], x1=[0], height=[0], **opts)
+    legend.addItem(bars, name)
+    return bars
+
+
 def paint_reliability(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions, cursor) -> str:
+    """Guo et al. (2017): accuracy bars per bin with the gap to the bin's mean confidence, Clopper–Pearson
+    error bars and the diagonal above; the share of samples per bin with the mean accuracy and mean
+    confidence over all samples below (on a plain ``PlotCanvas``, the upper panel only)."""
     rows = list(_row_traces(view, traces, cursor))
+    lower = canvas.share_plot if isinstance(canvas, ReliabilityCanvas) else None
     diag = canvas.get("diagonal", lambda: pg.PlotDataItem([0, 1], [0, 1]))
     diag.setPen(_pen(canvas.theme["cursor"], 200, QtCore.Qt.PenStyle.DashLine))
+    single = len(traces) == 1 and len(view["series"]) == 1
     for t, j, name, step, row in rows:
-        b = np.asarray(row, dtype=float).reshape(-1, 7)
-        b = b[b[:, 4] > 0]
+        r = reliability_summary(row)
+        if not len(r["count"]):
+            continue
+        acc, conf = r["accuracy"], r["confidence"]
         color = _curve_style(traces, t, j)[0]
         key = f"{t}|{name}"
-        label = legend_label(view, traces, t, short_name(view, name))
+        label = "accuracy" if single else legend_label(view, traces, t, short_name(view, name))
         bars = canvas.get(key + "|bars", lambda: pg.BarGraphItem(x0=[0], x1=[0], height=[0]))
-        bars.setOpts(x0=b[:, 0], x1=b[:, 1], height=b[:, 3], brush=_brush(color, 60), pen=_pen(color, 160))
+        bars.setOpts(x0=r["lower"], x1=r["upper"], height=acc, brush=_brush(color, 60), pen=_pen(color, 160))
         dots = canvas.get(f"{key}|dots|{label}", lambda: pg.PlotDataItem(name=label))
-        dots.setData(b[:, 2], b[:, 3], pen=None, symbol="o", symbolSize=6, symbolBrush=_brush(color, 255),
+        dots.setData(conf, acc, pen=None, symbol="o", symbolSize=6, symbolBrush=_brush(color, 255),
                      symbolPen=_pen(color))
+        dots.setZValue(3)
+        gap_name = "gap" if t == 0 and j == 0 else None
+        gap = canvas.get(f"{key}|gap|{gap_name}", lambda: _legend_bars(canvas.legend, gap_name) if gap_name
+                         else pg.BarGraphItem(x0=[0], x1=[0], height=[0]))
+        gap.setOpts(x0=r["lower"], x1=r["upper"], y0=np.minimum(acc, conf), height=np.abs(conf - acc),
+                    brush=_brush(GAP_COLOR, 90), pen=_pen(GAP_COLOR, 170))
+        gap.setZValue(1)
         err = canvas.get(key + "|err", lambda: pg.ErrorBarItem(x=np.zeros(1), y=np.zeros(1)))
-        err.setData(x=b[:, 2], y=b[:, 3], top=np.clip(b[:, 6] - b[:, 3], 0, None),
-                    bottom=np.clip(b[:, 3] - b[:, 5], 0, None), beam=0.01, pen=_pen(color, 200))
+        err.setData(x=conf, y=acc, top=np.clip(r["ci_high"] - acc, 0, None),
+                    bottom=np.clip(acc - r["ci_low"], 0, None), beam=0.01, pen=_pen(color, 200))
+        err.setZValue(2)
+        if lower is None:
+            continue
+        hist = canvas.get(key + "|share", lambda: pg.BarGraphItem(x0=[0], x1=[0], height=[0]), plot=lower)
+        hist.setOpts(x0=r["lower"], x1=r["upper"], height=r["share"], brush=_brush(color, 110),
+                     pen=_pen(color, 200))
+        prefix = "" if single else f"{label}: "
+        for what, dash, line_color in (("accuracy", QtCore.Qt.PenStyle.SolidLine,
+                                        canvas.theme["fg"] if single else color),
+                                       ("confidence", QtCore.Qt.PenStyle.DashLine,
+                                        PALETTE[1] if single else color)):
+            mean = r["mean_" + what]
+            text = f"{prefix}mean {what} {mean:.3f}"
+            line = canvas.get(f"{key}|mean_{what}", lambda: pg.PlotDataItem(name=text), ignore_bounds=True,
+                              plot=lower)
+            pen = _pen(line_color, 255, dash)
+            pen.setWidthF(2)
+            line.setData([mean, mean], [0, 1], pen=pen)  # clipped to the panel's height
+            line.setZValue(2)
+            entry = lower.legend.getLabel(line)  # the value changes in place: the entries keep their order
+            if entry is not None and entry.text != text:
+                entry.setText(text)
     canvas.set_label("bottom", "confidence")
     canvas.set_label("left", "accuracy")
+    if lower is not None:
+        canvas.set_share_label("bottom", "confidence")
+        canvas.set_share_label("left", "share of samples")
     return _row_note(rows, cursor)
 
 
@@ -839,7 +959,9 @@ VIEW_HELP_FALLBACK = {
     "heatmap": "A row of values per step, coloured, with steps on x.",
     "histogram": "The distribution at the cursor step.",
     "curve": "A curve recorded at the cursor step.",
-    "reliability": "Accuracy against confidence per bin: bars under the diagonal mean overconfidence.",
+    "reliability": "Accuracy against confidence per bin: bars under the diagonal mean overconfidence, "
+                   "red bars show the gap to the bin's mean confidence. Below: the share of samples per bin, "
+                   "with the mean accuracy and mean confidence over all samples.",
     "scatter": "Points recorded at the cursor step.",
     "table": "A table recorded at the cursor step.",
     "image_grid": "Images recorded at the cursor step.",

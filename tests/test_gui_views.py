@@ -154,3 +154,56 @@ def test_overlay_draws_one_curve_per_run_with_a_legend(qtbot, data, tmp_path):
     assert item(w, "0|train/loss|None|raw") is not item(w, "1|train/loss|None|raw")
     labels = [label.text for _, label in w.canvas.legend.items]
     assert "a: train/loss" in labels and "b: train/loss" in labels
+
+
+def reliability_data() -> tuple[RunData, np.ndarray, np.ndarray]:
+    """Two rows of quantile-like bins (unequal widths, one empty bin) at steps 100 and 200."""
+    edges = np.array([0.0, 0.3, 0.55, 0.7, 0.85, 0.95, 1.0])
+    conf = np.array([0.2, 0.45, 0.62, np.nan, 0.9, 0.97])
+    acc = np.array([0.1, 0.5, 0.52, np.nan, 0.8, 0.99])
+    count = np.array([10.0, 20, 30, 0, 60, 80])
+    first = np.column_stack([edges[:-1], edges[1:], conf, acc, count, acc - 0.05, acc + 0.01])
+    later = first.copy()
+    later[:, 3] = np.clip(later[:, 2] + 0.01, 0, 1)  # nearly calibrated
+    d = RunData("rel")
+    d.extend("calibration/reliability", np.array([100, 200]), np.stack([first, later]))
+    return d, first, later
+
+
+def test_reliability_draws_gap_bars_over_a_confidence_histogram(qtbot):
+    d, first, later = reliability_data()
+    view = {"kind": "reliability", "title": "Reliability", "series": ["calibration/reliability"]}
+    w = widget(qtbot, view, d)
+    top, lower = w.canvas.plotItem, w.canvas.share_plot
+    assert lower.vb.linkedView(0) is top.vb  # the histogram shares the reliability plot's x axis
+    assert top.sceneBoundingRect().height() > 1.5 * lower.sceneBoundingRect().height() > 0
+    assert top.sceneBoundingRect().top() < lower.sceneBoundingRect().top()  # histogram underneath
+
+    for step, row in ((None, later), (150, first)):  # the latest row, then the row at the cursor
+        w.set_cursor(step)
+        full = row[row[:, 4] > 0]
+        conf, acc, count = full[:, 2], full[:, 3], full[:, 4]
+        bars = item(w, "0|calibration/reliability|bars")
+        gap = item(w, "0|calibration/reliability|gap")
+        assert bars in top.items and gap in top.items
+        np.testing.assert_allclose(bars.opts["height"], acc)
+        np.testing.assert_allclose(gap.opts["x0"], full[:, 0])  # unequal bin widths, from lower/upper
+        np.testing.assert_allclose(gap.opts["x1"], full[:, 1])
+        np.testing.assert_allclose(gap.opts["height"], np.abs(conf - acc))
+        np.testing.assert_allclose(gap.opts["y0"], np.minimum(conf, acc))
+
+        hist = item(w, "0|calibration/reliability|share")
+        assert hist in lower.items and hist not in top.items
+        np.testing.assert_allclose(hist.opts["height"], count / count.sum())
+        np.testing.assert_allclose(hist.opts["x0"], full[:, 0])
+        means = {"accuracy": count @ acc / count.sum(), "confidence": count @ conf / count.sum()}
+        for what, mean in means.items():
+            line = item(w, f"0|calibration/reliability|mean_{what}")
+            assert line in lower.items
+            x, _ = line.getData()
+            np.testing.assert_allclose(x, [mean, mean])
+        labels = [label.text for _, label in lower.legend.items]
+        assert labels == [f"mean accuracy {means['accuracy']:.3f}", f"mean confidence {means['confidence']:.3f}"]
+    assert means["accuracy"] != pytest.approx(means["confidence"], abs=1e-3)  # the lines are told apart
+    assert [label.text for _, label in w.canvas.legend.items] == ["accuracy", "gap"]
+    assert w.canvas.share_plot.getAxis("left").labelText == "share of samples"
