@@ -241,12 +241,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_quit = self._action("Quit", self.close, "Ctrl+Q", "Close TrainDx")
         self.act_fullscreen = self._action("Full screen", self._toggle_full_screen, "F11", "Toggle full screen")
 
-    def _build_setup_dock(self) -> None:
-        dock = QtWidgets.QDockWidget("Run setup", self)
-        dock.setObjectName("setup_dock")
+    def _add_dock(self, title: str, name: str, area,
+                  min_width: int) -> tuple[QtWidgets.QDockWidget, QtWidgets.QVBoxLayout]:
+        """A dock on one side of the window, with an empty vertical layout to fill."""
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(name)
         w = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(w)
         lay.setContentsMargins(2, 2, 2, 2)
+        dock.setWidget(w)
+        dock.setMinimumWidth(min_width)
+        self.addDockWidget(area, dock)
+        return dock, lay
+
+    def _build_setup_dock(self) -> None:
+        dock, lay = self._add_dock("Run setup", "setup_dock", QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, 330)
         row = QtWidgets.QHBoxLayout()
         for act in (self.act_load, self.act_save):
             b = QtWidgets.QToolButton()
@@ -277,17 +286,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.start_button.clicked.connect(self.start_run)
         self.start_button.setMinimumHeight(30)
         lay.addWidget(self.start_button)
-        dock.setWidget(w)
-        dock.setMinimumWidth(330)
-        self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.setup_dock = dock
 
     def _build_runs_dock(self) -> None:
-        dock = QtWidgets.QDockWidget("Runs", self)
-        dock.setObjectName("runs_dock")
-        w = QtWidgets.QWidget()
-        lay = QtWidgets.QVBoxLayout(w)
-        lay.setContentsMargins(2, 2, 2, 2)
+        dock, lay = self._add_dock("Runs", "runs_dock", QtCore.Qt.DockWidgetArea.RightDockWidgetArea, 300)
         self.run_list = QtWidgets.QListWidget()
         self.run_list.setToolTip("Open runs: tick several to overlay them in the same plots")
         self.run_list.itemChanged.connect(lambda _: self._traces_changed())
@@ -331,9 +333,6 @@ class MainWindow(QtWidgets.QMainWindow):
         tabs.addTab(self.log_view, "Engine log")
         self.side_tabs = tabs
         lay.addWidget(tabs, 1)
-        dock.setWidget(w)
-        dock.setMinimumWidth(300)
-        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.runs_dock = dock
         self._refresh_recent_runs()
 
