@@ -145,8 +145,8 @@ class Plugin:
     def on_eval(self, ctx: "EvalContext") -> None:
         pass
 
-    def on_end(self, run: "RunContext") -> None:
-        pass
+    def on_end(self, ctx: "EndContext") -> None:
+        """Called once when training ends (finished or stopped), after the last step's hooks."""
 
     # -- reading back ---------------------------------------------------------------------------
     @classmethod
@@ -242,6 +242,16 @@ class EvalContext:
     @property
     def class_names(self) -> list[str]:
         return self.run.class_names
+
+
+@dataclass
+class EndContext:
+    """The end of training: the last step reached, and where to log a closing measurement."""
+
+    run: RunContext
+    step: int
+    log: Callable[[str, Any], None]
+    event: Callable[[str, str], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +364,8 @@ class PluginHost:
 
     def end(self, run: RunContext, step: int) -> None:
         for p in list(self.plugins):
-            self._guard(p, step, lambda: p.on_end(run))
+            self._guard(p, step, lambda: p.on_end(EndContext(run, step, self.logger(p, step),
+                                                             lambda k, m: self.writer.event(step, k, m))))
 
     def logger(self, plugin: Plugin, step: int) -> Callable[[str, Any], None]:
         def log(name: str, value: Any) -> None:

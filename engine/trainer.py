@@ -258,6 +258,7 @@ class Trainer:
             if control.stop_requested:
                 w.event(step - 1, "stopped", f"stopped by request after step {step - 1}")
                 self._final_eval_and_checkpoint(step - 1, eval_every)
+                self.host.end(self.ctx, step - 1)
                 return "stopped"
             self._checkpoint_if_requested(step - 1)
             loss_value = self._train_step(step)

@@ -33,6 +33,7 @@ def test_example_plugin_end_to_end_through_its_entry_point(tmp_path, example_plu
                                                                            (40, (359, 10), (359, 16))]
     assert list(run.series("example/val_embedding_norm")[0]) == [20, 40]
     assert run.series("example/table")[1][-1] == {"columns": ["step"], "rows": [[40]]}
+    assert list(run.series("example/ended")[0]) == [40]  # the end hook logs at the last step
     assert run.views()["example"][0]["series"] == ["example/batch_max_loss"]
     (finding,) = load_plugin_class("example").findings(run)
     assert finding.step == steps[np.argmax(values)]

@@ -21,7 +21,8 @@ class ExamplePlugin(Plugin):
         return [Series("batch_max_loss", (), description="largest per-sample loss of the batch"),
                 Series("probe_loss", (), description="mean loss on the fixed probe set"),
                 Series("val_embedding_norm", (), description="mean norm of the validation embeddings"),
-                Series("table", (), dtype="json")]
+                Series("table", (), dtype="json"),
+                Series("ended", (), description="the step training ended at")]
 
     def views(self):
         return [View("line", "Batch max loss", ("example/batch_max_loss",), "the hardest sample's loss")]
@@ -42,6 +43,9 @@ class ExamplePlugin(Plugin):
         self.seen_eval.append((ctx.step, ctx.logits.shape, ctx.embeddings.shape, sorted(ctx.metadata)))
         ctx.log("val_embedding_norm", float(ctx.embeddings.norm(dim=1).mean()))
         ctx.log("table", {"columns": ["step"], "rows": [[ctx.step]]})
+
+    def on_end(self, ctx):
+        ctx.log("ended", ctx.step)
 
     @classmethod
     def findings(cls, run):
