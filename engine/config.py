@@ -262,16 +262,22 @@ def _validate_model(table: Any) -> dict:
     return out
 
 
+def parse_value(text: str) -> Any:
+    """A value typed by a person, read as TOML ('0.05', 'true', '[8, 8]'); anything else stays a
+    string, so validation can name what was expected instead of failing on syntax."""
+    text = text.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """'optimizer.lr=0.05' → (['optimizer', 'lr'], 0.05); the value is read as TOML, else a string."""
+    """'optimizer.lr=0.05' → (['optimizer', 'lr'], 0.05)."""
     if "=" not in item:
         raise ConfigError("--set", item, "KEY=VALUE, e.g. optimizer.lr=0.05")
     key, _, text = item.partition("=")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    return key.strip().split("."), value
+    return key.strip().split("."), parse_value(text)
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -272,12 +272,9 @@ class Trainer:
             now = time.monotonic()
             done_in_window += 1
             if now - last_progress >= PROGRESS_SECONDS:
-                rate = done_in_window / max(now - last_step_t, 1e-9)
-                self._status("progress", step=step, total=self.total, loss=loss_value, steps_per_s=rate,
-                             eta_s=(self.total - step) / rate if rate > 0 else None)
+                self._progress(step, loss_value, done_in_window / max(now - last_step_t, 1e-9))
                 last_progress, last_step_t, done_in_window = now, now, 0
-        rate = (step - start) / max(time.monotonic() - self.t0, 1e-9)
-        self._status("progress", step=step, total=self.total, loss=loss_value, steps_per_s=rate, eta_s=0.0)
+        self._progress(step, loss_value, (step - start) / max(time.monotonic() - self.t0, 1e-9))
         self.host.end(self.ctx, step)
         self._save_checkpoint(step)
         w.event(step, "finished", f"finished {step} steps")
@@ -309,7 +306,8 @@ class Trainer:
         if not math.isfinite(sum(metrics)):  # NaN or inf in any of them
             return self._diverged(step, metrics)
         if plugin_step:
-            grads = grads or tuple(p.grad for p in self.params)
+            if grads is None:  # plain backward: the gradients are in .grad
+                grads = tuple(p.grad for p in self.params)
             ids = self.train.ids[idx.numpy()]
             self.host.step(step, lambda p: StepContext(self.ctx, step, lr, x, y, ids, out, losses.detach(),
                                                        loss, grads, self.host.logger(p, step),
@@ -416,6 +414,10 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         return int(state["step"])
+
+    def _progress(self, step: int, loss: float, rate: float) -> None:
+        self._status("progress", step=step, total=self.total, loss=loss, steps_per_s=rate,
+                     eta_s=(self.total - step) / rate if rate > 0 else None)
 
     def _status(self, kind: str, **fields) -> None:
         self.on_status({"kind": kind, **fields})

@@ -12,7 +12,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
-from engine.config import MODEL_OPTIONS, SECTIONS, Field, RunConfig
+from engine.config import MODEL_OPTIONS, SECTIONS, Field, RunConfig, parse_value
 from engine.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "assets" / "examples" / "digits-mlp.toml"
@@ -29,10 +29,7 @@ def parse_text(text: str, kind: type) -> Any:
         return text
     if kind is list and not text.startswith("["):
         text = f"[{text}]"
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+    return parse_value(text)
 
 
 def show_value(value: Any) -> str:

@@ -169,21 +169,22 @@ def core_section(run, views: list[dict], smoothing: float) -> Section:
 
 def plugin_section(run, name: str, title: str, views: list[dict]) -> Section:
     """One analysis: its findings and text (when the plugin is installed here), numbers and plots."""
-    findings, description, text = plugin_judgement(run, name)
+    findings, text = plugin_judgement(run, name)
+    description = run.plugin_descriptions().get(name, "")
     prefix = f"{name}/"
     numbers = key_numbers(run, [n for n in run.names() if n.startswith(prefix)])
     plots = [Plot(v, 0.0, table_rows(run, v) if v["kind"] == "table" else None) for v in views]
     return Section(name, title, description, findings, numbers, text, plots)
 
 
-def plugin_judgement(run, name: str) -> tuple[list[Finding], str, str]:
-    """(findings, description, report text) from the plugin class; a plugin that is missing or
-    raises becomes a finding that says so, never a failed report."""
+def plugin_judgement(run, name: str) -> tuple[list[Finding], str]:
+    """(findings, report text) from the plugin class; a plugin that is missing or raises becomes a
+    finding that says so, never a failed report."""
     try:
         cls = load_plugin_class(name)
     except Exception as exc:
         return [Finding(name, "info", f"Plugin {name!r} is not installed here, so its findings could not be "
-                        f"computed ({type(exc).__name__}); its plots are drawn from the run file.")], "", ""
+                        f"computed ({type(exc).__name__}); its plots are drawn from the run file.")], ""
     try:
         findings = list(cls.findings(run))
     except Exception as exc:
@@ -196,7 +197,7 @@ def plugin_judgement(run, name: str) -> tuple[list[Finding], str, str]:
             text = str(report_text(run) or "")
         except Exception as exc:
             text = f"(the plugin's report text failed: {type(exc).__name__}: {exc})"
-    return findings, str(getattr(cls, "description", "") or ""), text
+    return findings, text
 
 
 def key_numbers(run, names: list[str]) -> list[Number]:
