@@ -5,6 +5,7 @@ import pytest
 from engine import open_run, run_training
 from engine.errors import ConfigError
 from engine.plugin import validate_plugin_table
+from plugins.sharpness.budget import TimeBudget
 from plugins.sharpness.plugin import SharpnessPlugin, edge_findings, trend_findings
 
 
@@ -125,13 +126,58 @@ def test_adam_uses_the_preconditioned_threshold(tmp_path):
     assert any("P⁻¹H" in f.message for f in SharpnessPlugin.findings(run))
 
 
-def test_time_budget_skips_scheduled_measurements_but_not_first_and_last(tmp_path):
+def test_time_budget_skips_scheduled_measurements_but_measures_the_last_step(tmp_path):
     cfg = config({"name": "sgd", "lr": 0.1},
-                 {"every": 5, "budget": 1e-9, "trace": False, "batch_every": 0, "slices": "off",
+                 {"every": 5, "budget": 1e-9, "trace": False, "batch_every": 0, "slices": "1d",
                   "probe_size": 128}, steps=20)
     run = train(tmp_path, cfg)
-    np.testing.assert_array_equal(run.series("sharpness/lambda_max")[0], [1, 20])
-    assert [e["step"] for e in run.events() if e["kind"] == "sharpness_budget"] == [5]
+    np.testing.assert_array_equal(run.series("sharpness/lambda_max")[0], [20])
+    assert len(run.series("sharpness/slice_1d")[0]) == 0  # the snapshot is not guaranteed
+    events = [e for e in run.events() if e["kind"] == "sharpness_budget"]
+    assert [e["step"] for e in events] == [5] and "a measurement takes about" in events[0]["message"]
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def run_budget(share, total, step_time, cost, every, routine=0.0):
+    """Drive a TimeBudget through a run with measurements of ``cost`` seconds every ``every`` steps
+    and ``routine`` seconds of other plugin work each step; returns the steps measured and the
+    plugin's share of the training time."""
+    clock = FakeClock()
+    budget = TimeBudget(share, total, clock)
+    measured = []
+    for step in range(1, total + 1):
+        clock.now += step_time
+        with budget.spending():
+            clock.now += routine
+            last = step == total
+            due = step == 1 or step % every == 0 or last
+            if due and (budget.affords(step, cost, cost, last) or (last and not budget.measured)):
+                clock.now += cost
+                budget.record(cost)
+                measured.append(step)
+    return measured, budget.spent / budget.training_time()
+
+
+@pytest.mark.parametrize("routine", [0.0, 1e-4])
+@pytest.mark.parametrize("total", [30, 200, 2000, 5000, 50000])
+def test_time_budget_holds_for_the_whole_run(total, routine):
+    measured, share = run_budget(0.25, total, 1.6e-3, 0.9, 50, routine)
+    assert measured, "a run always gets a measurement"
+    if 2 * 0.9 + routine * total <= 0.25 * total * 1.6e-3:  # room for two: the cap holds, last included
+        assert share <= 0.25 and measured[-1] == total
+    else:  # only the one a run always gets: at its last step
+        assert measured == [total]
+    if total == 50000:  # spread over the run, not bunched at its start
+        assert len(measured) >= 10 and measured[0] == 50 and max(np.diff(measured)) < 5000
+    unlimited = run_budget(0.0, total, 1.6e-3, 0.9, 50, routine)[0]
+    assert unlimited == sorted({1, *range(50, total + 1, 50), total})
 
 
 def test_bad_setting_is_named():

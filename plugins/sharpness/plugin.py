@@ -1,18 +1,17 @@
 """Sharpness plugin: is the run at the edge of stability, and is the landscape still sharpening?
 
-Every ``every`` steps (and at the first and last step) it runs warm-started Lanczos on the Hessian
+Every ``every`` steps, and at the first and the last step, it runs warm-started Lanczos on the Hessian
 of the mean loss over a fixed probe set, for Adam on the preconditioned P^(-1/2) H P^(-1/2), and
 compares the top eigenvalue with the threshold of the optimizer actually used at that step's
 learning rate. Batch sharpness (one Hessian-vector product on the step's own graph) has its own,
 cheaper cadence; loss slices and the eigenvalue density are snapshots taken more rarely.
 
 A measurement costs a few dozen passes over the probe set, which on a small model can be hundreds
-of training steps; ``budget`` caps the plugin's share of the run's time by skipping scheduled
-measurements (never the first or the last) until the run has trained long enough to afford one.
+of training steps; ``budget`` caps the plugin's share of the run's time (see ``budget.py``) by
+skipping scheduled measurements and snapshots; a run always gets at least its last step measured.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
@@ -21,12 +20,20 @@ import torch
 from engine.plugin import Finding, Plugin, RunContext, Series, Setting, StepContext, View
 
 from . import analysis as A
+from .budget import TimeBudget
 
 EDGE_BAND = 0.1  # "at the edge": within ±10% of the threshold
 WARM_NOISE = 0.1  # share of a random direction mixed into the warm start, so a new top is seen
 DENSITY_GRID = np.linspace(-1.0, 1.25, 181)  # eigenvalues in units of λ_max
 DENSITY_SIGMA = 0.02
+SLQ_VECTORS, SLQ_STEPS = 4, 30
 SLICE_SEED = 0  # the same Gaussian draw at every snapshot, rescaled to the weights of the moment
+# Before the first measurement its cost is guessed from the time to build the operator (one forward
+# and backward pass over the probe with graph). Measured on the digits MLP and CNN: an HVP costs
+# 1.2-1.4 builds; a cold Lanczos run at tol 1e-2 takes 9-14 blocks.
+HVP_PER_BUILD = 1.3
+COLD_BLOCKS = 12
+FORWARD_PER_BUILD = 0.5  # a slice point is one forward pass over the probe
 
 
 class SharpnessPlugin(Plugin):
@@ -47,17 +54,18 @@ class SharpnessPlugin(Plugin):
         Setting("trace", True, "estimate the Hessian trace at each measurement (Lanczos subspace "
                 "exactly, the rest by Hutchinson)"),
         Setting("trace_samples", 4, "Hutchinson samples (one HVP each) for the trace", min=2),
-        Setting("batch_every", 25, "batch sharpness gᵀHg/‖g‖² every N steps (0 turns it off)", min=0),
+        Setting("batch_every", 50, "batch sharpness gᵀHg/‖g‖² every N steps (0 turns it off)", min=0),
         Setting("slices", "1d", "loss slices along filter-normalised random directions",
                 choices=("off", "1d", "2d", "both")),
         Setting("slice_steps", 21, "points per slice axis", min=3, max=201),
         Setting("slice_span", 1.0, "slice half-width in filter-normalised units", min=1e-6),
-        Setting("density", False, "eigenvalue density by stochastic Lanczos quadrature (4×30 HVPs)"),
+        Setting("density", False, "eigenvalue density by stochastic Lanczos quadrature "
+                f"({SLQ_VECTORS}×{SLQ_STEPS} HVPs)"),
         Setting("snapshot_every", 1000, "slices and density every N steps, and at the last step",
                 min=1),
-        Setting("budget", 0.25, "most time the plugin may spend (batch sharpness included), as a share "
-                "of the time spent training; scheduled measurements are skipped to stay within it "
-                "(0: no limit)", min=0.0),
+        Setting("budget", 0.2, "most time the plugin may spend (batch sharpness included), as a share "
+                "of the time spent training; scheduled measurements are skipped to stay within it, "
+                "but a run always gets one (0: no limit)", min=0.0),
     )
 
     def __init__(self, settings, every, on):
@@ -65,7 +73,10 @@ class SharpnessPlugin(Plugin):
         self.vectors: torch.Tensor | None = None  # last eigenvectors: the next warm start
         self.batches: list = []
         self.total_steps = 0
-        self.clock = _Budget(0.0)
+        self.clock = TimeBudget(0.0, 1)
+        self.cost: float | None = None  # seconds the last measurement took (or the guess before one)
+        self.snapshot_cost = 0.0  # likewise for slices and density
+        self.skipped = False
 
     # -- cadence --------------------------------------------------------------------------------
     @property
@@ -163,7 +174,7 @@ class SharpnessPlugin(Plugin):
         probe = run.probe(min(self.settings["probe_size"], run.train_size))
         self.batches = probe.batches(self.settings["probe_batch"])
         self.total_steps = run.total_steps
-        self.clock = _Budget(self.settings["budget"])
+        self.clock = TimeBudget(self.settings["budget"], self.total_steps)
 
     def on_step(self, ctx: StepContext) -> None:
         with self.clock.spending():
@@ -179,16 +190,40 @@ class SharpnessPlugin(Plugin):
         if self._batch_due(ctx.step):
             ctx.log("batch_sharpness", A.batch_sharpness(ctx.grads, ctx.run.params, scale, shift))
         if self._measures(ctx.step) or self._snapshots(ctx.step):
-            forced = ctx.step in (1, self.total_steps) or self.vectors is None
-            if forced or self.clock.affords():
-                with self.clock.measuring():
-                    self._measure(ctx, scale, shift)
-            elif self.clock.note_skip():
-                ctx.event("sharpness_budget", f"sharpness: skipping measurements from step {ctx.step} "
-                          f"on to stay within {self.settings['budget']:.0%} of the training time")
+            op = self._operator(ctx, shift) if self.cost is None else None  # first: guess the costs
+            last, snapshot = ctx.step == self.total_steps, self._snapshots(ctx.step)
+            final = self.cost + (self.snapshot_cost if self._snapshots(self.total_steps) else 0.0)
+            fits = self.clock.affords(ctx.step, self.cost + snapshot * self.snapshot_cost, final, last)
+            if fits or (last and not self.clock.measured):  # every run gets its last step measured
+                self._measure(ctx, op, shift, scale, snapshot and fits)
+            elif ctx.step > 1 and not self.skipped:
+                self.skipped = True
+                steps = self.cost * ctx.step / max(self.clock.training_time(), 1e-9)
+                ctx.event("sharpness_budget", f"sharpness: a measurement takes about {self.cost:.2g} s, "
+                          f"as long as {steps:.0f} training steps, so from step {ctx.step} on they are "
+                          f"spaced out to stay within {self.settings['budget']:.0%} of the training time "
+                          "(budget = 0 lifts this)")
 
-    def _measure(self, ctx: StepContext, scale, shift: float) -> None:
+    def _operator(self, ctx: StepContext, shift: float) -> A.HessianOperator:
+        """The Hessian of the probe loss. The first one built also sets the guessed costs of a
+        measurement and a snapshot, scaled from its build time (one forward and backward pass over
+        the probe, with graph)."""
+        t = time.perf_counter()
         op = A.HessianOperator(ctx.model, ctx.run.mean_loss, self.batches, shift)
+        if self.cost is None:
+            build, s = time.perf_counter() - t, self.settings
+            hvps = COLD_BLOCKS * s["k"] + (s["trace_samples"] if s["trace"] else 0)
+            points = sum(s["slice_steps"] ** (2 if kind == "2d" else 1) for kind in self._slice_kinds())
+            self.clock.record(build, measurement=False)
+            self.cost = build * (1 + HVP_PER_BUILD * hvps)
+            self.snapshot_cost = build * (FORWARD_PER_BUILD * points
+                                          + (HVP_PER_BUILD * SLQ_VECTORS * SLQ_STEPS if s["density"] else 0))
+        return op
+
+    def _measure(self, ctx: StepContext, op: A.HessianOperator | None, shift: float, scale,
+                 snapshot: bool) -> None:
+        t = time.perf_counter()
+        op = op or self._operator(ctx, shift)
         matvec = op.matvec if scale is None else A.scaled(op.matvec, scale)
         s = self.settings
         res = A.lanczos_top(matvec, op.dim, s["k"], s["tol"], s["max_iter"], self._warm_start(op, ctx.step),
@@ -202,9 +237,12 @@ class SharpnessPlugin(Plugin):
             est = A.deflated_trace(matvec, res.basis, res.basis_trace, s["trace_samples"], ctx.step)
             ctx.log("trace", est.value)
             ctx.log("trace_stderr", est.stderr)
-        if self._snapshots(ctx.step):
+        self.cost = time.perf_counter() - t
+        if snapshot:
             self._snapshot(ctx, matvec, op, float(res.values[0]))
+            self.snapshot_cost = time.perf_counter() - t - self.cost
         ctx.log("n_hvp", op.n_matvec)
+        self.clock.record(time.perf_counter() - t)
 
     def _warm_start(self, op: A.HessianOperator, seed: int) -> torch.Tensor | None:
         """Last eigenvectors with a little random direction mixed in: converges in a few steps when
@@ -223,7 +261,7 @@ class SharpnessPlugin(Plugin):
                               s["slice_steps"], s["slice_span"], SLICE_SEED)
             ctx.log(f"slice_{kind}", sl.losses)
         if s["density"]:
-            nodes, weights = A.slq(matvec, op.dim, 4, 30, ctx.step, op.dtype, op.device)
+            nodes, weights = A.slq(matvec, op.dim, SLQ_VECTORS, SLQ_STEPS, ctx.step, op.dtype, op.device)
             scale = abs(lam) if lam != 0 else 1.0
             ctx.log("density", A.density_on_grid(nodes / scale, weights, DENSITY_GRID, DENSITY_SIGMA))
 
@@ -249,40 +287,6 @@ class SharpnessPlugin(Plugin):
             b_steps, b = run.series("sharpness/batch_sharpness")
             out += batch_findings(b_steps, np.asarray(b, float), np.interp(b_steps, t_steps, thr))
         return out
-
-
-class _Budget:
-    """Wall time spent by the plugin against time spent training since setup."""
-
-    def __init__(self, share: float):
-        self.share, self.start = share, time.perf_counter()
-        self.spent = self.last_cost = 0.0
-        self.skipped = False
-
-    @contextlib.contextmanager
-    def spending(self):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.spent += time.perf_counter() - t
-
-    @contextlib.contextmanager
-    def measuring(self):
-        t = time.perf_counter()
-        yield
-        self.last_cost = time.perf_counter() - t
-
-    def affords(self) -> bool:
-        """Would one more measurement like the last keep spent ≤ share × training time, with room
-        left for the last step's measurement, which is never skipped?"""
-        training = time.perf_counter() - self.start - self.spent
-        return self.share == 0 or self.spent + 2 * self.last_cost <= self.share * training
-
-    def note_skip(self) -> bool:
-        """True the first time a measurement is skipped (worth one event in the run file)."""
-        first, self.skipped = not self.skipped, True
-        return first
 
 
 # ---------------------------------------------------------------------------------------------
