@@ -39,6 +39,24 @@ def _storage_dtype(dtype: str):
     return _STR if dtype == "json" else np.dtype(dtype)
 
 
+def _reopen_for_append(path: Path) -> h5py.File:
+    """Open a run file to write more to it. A writer that was killed leaves the file marked as open
+    for SWMR writing, and HDF5 refuses to open it for writing again (``h5clear`` would lift the
+    mark); such a file is copied through a SWMR reader into a clean one that takes its place."""
+    try:
+        return h5py.File(path, "r+", libver="latest")
+    except OSError as exc:
+        if "h5clear" not in str(exc):
+            raise
+    clean = path.with_name(path.name + ".part")
+    with h5py.File(path, "r", libver="latest", swmr=True) as src, h5py.File(clean, "w", libver="latest") as dst:
+        dst.attrs.update(src.attrs)
+        for name in src:
+            src.copy(src[name], dst, name=name)
+    os.replace(clean, path)
+    return h5py.File(path, "r+", libver="latest")
+
+
 class RunWriter:
     """Creates (or resumes) a run file; appends series rows and events; closes with a status."""
 
@@ -65,7 +83,7 @@ class RunWriter:
             self.f.create_dataset("live", shape=(1,), maxshape=(1,), dtype=LIVE_DTYPE, chunks=(1,))
         else:
             self._building = None
-            self.f = h5py.File(self.path, "r+", libver="latest")
+            self.f = _reopen_for_append(self.path)
             self._truncate_after(resume_step)
         a = self.f.attrs
         a["config"] = config_json
@@ -354,6 +372,16 @@ def _not_zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def checkpoint_dir(run_path: str | Path) -> Path:
+    """Where a run's checkpoints go: ``NAME.ckpt/`` beside ``NAME.h5``."""
+    return Path(run_path).with_suffix(".ckpt")
+
+
+def latest_checkpoint(run_path: str | Path) -> Path | None:
+    files = sorted(checkpoint_dir(run_path).glob("step_*.pt"))  # step numbers are zero-padded
+    return files[-1] if files else None
 
 
 def open_run(path: str | Path) -> RunReader:

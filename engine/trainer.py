@@ -24,7 +24,7 @@ from .config import RunConfig
 from .data import BatchOrder, DataBundle, load_data
 from .models import EmbeddingTap, build_model
 from .plugin import EvalContext, Plugin, PluginHost, Probe, RunContext, StepContext, View, instantiate
-from .store import RunWriter
+from .store import RunWriter, checkpoint_dir, latest_checkpoint
 
 EVAL_CHUNK = 1024
 PROGRESS_SECONDS = 0.25
@@ -133,15 +133,6 @@ CORE_VIEWS = (
     View("line", "Gradient norm", ("grad_norm",),
          "Size of the full gradient: spikes warn of instability before the loss shows it.", {"log_y": True}),
 )
-
-
-def checkpoint_dir(out_path: Path) -> Path:
-    return out_path.with_suffix(".ckpt")
-
-
-def latest_checkpoint(out_path: Path) -> Path | None:
-    files = sorted(checkpoint_dir(out_path).glob("step_*.pt"))
-    return files[-1] if files else None
 
 
 class Trainer:
@@ -266,7 +257,7 @@ class Trainer:
                 return "diverged"
             if step % eval_every == 0 or step == self.total:
                 self._evaluate(step)
-            if ckpt_every and step % ckpt_every == 0:
+            if ckpt_every and step % ckpt_every == 0 and step < self.total:  # the last step's comes below
                 self._save_checkpoint(step)
             w.maybe_flush()
             now = time.monotonic()
@@ -390,6 +381,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _save_checkpoint(self, step: int) -> None:
+        self.writer.flush()  # rows up to the checkpoint are on disk first: a resume leaves no gap
         d = checkpoint_dir(self.out)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"step_{step:08d}.pt"

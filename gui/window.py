@@ -12,7 +12,9 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engine.config import RunConfig
 from engine.errors import ConfigError
+from engine.store import latest_checkpoint
 
 from . import theme as theme_mod
 from .config_form import DEFAULT_CONFIG, ConfigForm, load_plugin_classes
@@ -21,6 +23,8 @@ from .tasks import RunPoller, TaskRunner
 from .views import PALETTE, THEMES, Trace, ViewWidget
 
 FINAL = ("finished", "stopped", "failed", "diverged", "crashed")
+ACTIVE = ("starting", "running", "paused")
+CONTINUABLE = ("stopped", "crashed")  # a failed or diverged run would only fail again
 STATE_COLORS = {"idle": "#808080", "starting": "#3d7bd9", "running": "#2e9e44", "paused": "#d9a400",
                 "finished": "#3d7bd9", "stopped": "#808080", "diverged": "#d9534f", "failed": "#d9534f",
                 "crashed": "#d9534f"}
@@ -142,6 +146,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.findings: dict[str, list[dict]] = {}
         self.engine = None
         self.live_run_id: str | None = None
+        self.resuming: Path | None = None  # a continued run's file, until its engine has it open
         self.state = "idle"
         self.cursor: int | None = None
         self.cursor_pinned = False
@@ -218,6 +223,9 @@ class MainWindow(QtWidgets.QMainWindow):
         sp = QtWidgets.QStyle.StandardPixmap
         self.act_start = self._action("Start", self.start_run, "Ctrl+R", "Start training the run set up on the left",
                                       sp.SP_MediaPlay)
+        self.act_continue = self._action("Continue run", self.continue_run, "Ctrl+Shift+R",
+                                         "Train the selected stopped or crashed run on from its last "
+                                         "checkpoint, into the same file", sp.SP_MediaSeekForward)
         self.act_pause = self._action("Pause", self.toggle_pause, "Ctrl+P", "Pause or resume training",
                                       sp.SP_MediaPause)
         self.act_stop = self._action("Stop", self.stop_run, "Ctrl+.", "Stop training (evaluates and checkpoints first)",
@@ -293,6 +301,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.run_list = QtWidgets.QListWidget()
         self.run_list.setToolTip("Open runs: tick several to overlay them in the same plots")
         self.run_list.itemChanged.connect(lambda _: self._traces_changed())
+        self.run_list.itemSelectionChanged.connect(self._update_actions)  # Continue follows the selection
         self.run_list.setMaximumHeight(100)
         self.run_list.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
         self.run_list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -340,7 +349,7 @@ class MainWindow(QtWidgets.QMainWindow):
         tb = self.addToolBar("Run control")
         tb.setObjectName("run_toolbar")
         tb.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for a in (self.act_start, self.act_pause, self.act_stop, self.act_ckpt, self.act_export):
+        for a in (self.act_start, self.act_continue, self.act_pause, self.act_stop, self.act_ckpt, self.act_export):
             tb.addAction(a)
         tb.addSeparator()
         self.state_label = QtWidgets.QLabel()
@@ -383,7 +392,7 @@ class MainWindow(QtWidgets.QMainWindow):
         m.addSeparator()
         m.addAction(self.act_quit)
         r = self.menuBar().addMenu("&Run")
-        for a in (self.act_start, self.act_pause, self.act_stop, self.act_ckpt, self.act_reopen):
+        for a in (self.act_start, self.act_continue, self.act_pause, self.act_stop, self.act_ckpt, self.act_reopen):
             r.addAction(a)
         v = self.menuBar().addMenu("&View")
         v.addAction(self.act_zoom)
@@ -462,14 +471,13 @@ class MainWindow(QtWidgets.QMainWindow):
     # Run control
     # =============================================================================================
     def start_run(self) -> bool:
-        if self.state in ("starting", "running", "paused"):
+        if self.state in ACTIVE:
             return False
         config = self.form.validate()
         if config is None:
             self.statusBar().showMessage("fix the settings marked in red first", 5000)
             self.setup_dock.show()
             return False
-        from engine.worker import EngineProcess
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = self.runs_dir / f"{config.sections['run']['name']}-{stamp}.h5"
         n = 1
@@ -477,9 +485,39 @@ class MainWindow(QtWidgets.QMainWindow):
             out = out.with_name(f"{config.sections['run']['name']}-{stamp}-{n}.h5")
             n += 1
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = EngineProcess(config, out)
+        self._launch(config, out)
+        return True
+
+    def continue_target(self) -> RunEntry | None:
+        """The target run, if it stopped or crashed and has a checkpoint to continue from."""
+        if self.state in ACTIVE:
+            return None
+        entry = self.target_run()
+        if entry is None or entry.data.status not in CONTINUABLE or latest_checkpoint(entry.path) is None:
+            return None
+        return entry
+
+    def continue_run(self) -> bool:
+        """Train a stopped or crashed run on from its last checkpoint, into its own file; the
+        engine drops what was written after that checkpoint, so the run is shown afresh."""
+        entry = self.continue_target()
+        if entry is None:
+            return False
+        try:
+            config = RunConfig.from_dict(entry.data.config)
+        except ConfigError as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot continue run", f"{entry.path}: {exc}")
+            return False
+        self._remove_run(entry.run_id)
+        self._launch(config, entry.path, resume=True)
+        return True
+
+    def _launch(self, config: RunConfig, out: Path, resume: bool = False) -> None:
+        from engine.worker import EngineProcess
+        self.engine = EngineProcess(config, out, resume=resume)
         self.engine.start()
-        self.log_view.appendPlainText(f"started engine (pid {self.engine.process.pid}) → {out}")
+        verb = "continuing" if resume else "started"
+        self.log_view.appendPlainText(f"{verb} engine (pid {self.engine.process.pid}) → {out}")
         self.total_steps = config.sections["run"]["steps"]
         self.progress.setRange(0, self.total_steps or 0)
         self.progress.setValue(0)
@@ -489,11 +527,13 @@ class MainWindow(QtWidgets.QMainWindow):
         for entry in self.runs.values():  # a new run is shown alone; tick others to compare
             entry.item.setCheckState(QtCore.Qt.CheckState.Unchecked)
         self.run_list.blockSignals(False)
-        self.live_run_id = self.open_run(out, check_exists=False)
+        if resume:  # a SWMR reader must open the file only after the writer has reopened it
+            self.live_run_id, self.resuming = None, out
+        else:
+            self.live_run_id = self.open_run(out, check_exists=False)
         self._engine_timer.start()
         self._findings_timer.start()
         self._set_state("starting")
-        return True
 
     def toggle_pause(self) -> None:
         if self.engine is None:
@@ -504,7 +544,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.engine.resume_training()
 
     def stop_run(self) -> None:
-        if self.engine is not None and self.state in ("starting", "running", "paused"):
+        if self.engine is not None and self.state in ACTIVE:
             self.engine.stop()
             self.statusBar().showMessage("stopping after this step…", 3000)
 
@@ -568,6 +608,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _set_state(self, state: str) -> None:
         self.state = state
+        if self.resuming is not None and state != "starting":  # running, or failed before it could
+            self.live_run_id, self.resuming = self.open_run(self.resuming), None
         color = STATE_COLORS.get(state, "#808080")
         self.state_label.setText(state)
         self.state_label.setStyleSheet(f"background: {color}; color: white; border-radius: 8px; "
@@ -585,7 +627,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state_changed.emit(state)
 
     def _update_actions(self) -> None:
-        active = self.state in ("starting", "running", "paused")
+        active = self.state in ACTIVE
         can_start = not active and self.form.config is not None
         self.act_start.setEnabled(can_start)
         self.start_button.setEnabled(can_start)
@@ -593,6 +635,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_stop.setEnabled(active)
         self.act_ckpt.setEnabled(self.state in ("running", "paused"))
         self.act_reopen.setEnabled(self.live_run_id is not None and not active)
+        self.act_continue.setEnabled(self.continue_target() is not None)
 
     def reopen_live_run(self) -> None:
         if self.live_run_id in self.runs:
@@ -654,14 +697,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self._traces_changed()
         return run_id
 
-    def report_target(self) -> RunEntry | None:
-        """The run a report is made of: the selected one, else the first shown."""
+    def target_run(self) -> RunEntry | None:
+        """The run that Export report and Continue act on: the selected one, else the first shown
+        (the live run, when it is shown)."""
         selected = [self.runs[i.data(QtCore.Qt.ItemDataRole.UserRole)] for i in self.run_list.selectedItems()]
         shown = selected or self.visible_runs()
         return shown[0] if shown else None
 
     def export_report_dialog(self) -> None:
-        entry = self.report_target()
+        entry = self.target_run()
         if entry is None:
             QtWidgets.QMessageBox.information(self, "Export report", "Open or start a run first.")
             return
@@ -696,7 +740,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def close_selected_run(self) -> None:
         for item in self.run_list.selectedItems():
             run_id = item.data(QtCore.Qt.ItemDataRole.UserRole)
-            if run_id == self.live_run_id and self.state in ("starting", "running", "paused"):
+            if run_id == self.live_run_id and self.state in ACTIVE:
                 continue
             self._remove_run(run_id)
 
@@ -736,6 +780,7 @@ class MainWindow(QtWidgets.QMainWindow):
         d.label = (d.config.get("run") or {}).get("name") or entry.path.stem
         d.version += 1
         entry.item.setText(f"{entry.path.stem} — {d.status}")
+        self._update_actions()
         if first or d.label != old_label:
             self._traces_changed()
         self._show_events()
@@ -780,6 +825,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.placeholder.setText("waiting for the run file…")
         self._show_findings()
         self._show_events()
+        self._update_actions()  # what Continue acts on follows what is shown
         self._redraw_timer.start()
 
     def _redraw_visible(self) -> None:

@@ -8,7 +8,7 @@ from PySide6 import QtCore  # noqa: E402
 
 from engine.config import RunConfig  # noqa: E402
 from engine.errors import ConfigError  # noqa: E402
-from engine.store import open_run  # noqa: E402
+from engine.store import latest_checkpoint, open_run  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
 
 RUN_TIMEOUT = 30_000  # ms: spawning the engine imports torch (a few seconds on a busy machine)
@@ -188,6 +188,35 @@ def test_engine_crash_keeps_the_plots_and_opens_the_partial_run(qtbot, window):
     window._on_banner_link("reopen")
     qtbot.waitUntil(lambda: rows(window, run_id) >= kept and window.runs[run_id].data.status == "crashed",
                     timeout=10_000)
+    # a crashed run can be continued exactly when it got as far as a checkpoint
+    assert window.act_continue.isEnabled() == (latest_checkpoint(window.runs[run_id].path) is not None)
+
+
+def test_a_stopped_run_continues_from_its_checkpoint_into_the_same_file(qtbot, window):
+    small_run(qtbot, window, "again", 100_000, plugins=False)
+    assert not window.act_continue.isEnabled()
+    window.act_start.trigger()
+    run_id = window.live_run_id
+    qtbot.waitUntil(lambda: window.state == "running" and rows(window, run_id) > 0, timeout=RUN_TIMEOUT)
+    assert not window.act_continue.isEnabled()
+    window.act_stop.trigger()
+    qtbot.waitUntil(lambda: window.engine is None and window.runs[run_id].data.status == "stopped",
+                    timeout=RUN_TIMEOUT)
+    with open_run(window.runs[run_id].path) as run:
+        stopped_at = int(run.series("train/loss")[0][-1])
+    assert window.act_continue.isEnabled()
+    window.act_continue.trigger()
+    qtbot.waitUntil(lambda: window.state == "running" and run_id in window.runs
+                    and rows(window, run_id) > stopped_at + 20, timeout=RUN_TIMEOUT)
+    assert window.live_run_id == run_id and len(window.runs) == 1
+    window.act_stop.trigger()
+    qtbot.waitUntil(lambda: window.engine is None and window.runs[run_id].data.status == "stopped",
+                    timeout=RUN_TIMEOUT)
+    with open_run(window.runs[run_id].path) as run:
+        steps = run.series("train/loss")[0]
+        assert [e["step"] for e in run.events() if e["kind"] == "resumed"] == [stopped_at]
+    assert list(steps) == list(range(1, len(steps) + 1)) and len(steps) > stopped_at + 20
+    qtbot.waitUntil(lambda: rows(window, run_id) == len(steps))
 
 
 def test_drop_opens_runs_and_configs(qtbot, window, tmp_path):
@@ -252,8 +281,8 @@ def test_export_report_of_the_shown_run(qtbot, window, tmp_path):
     run = write_synthetic_run(tmp_path / "shown.h5", steps=200)
     run_id = window.open_run(run)
     qtbot.waitUntil(lambda: rows(window, run_id) == 200)
-    assert window.act_export.isEnabled() and window.report_target().path == run.resolve()
-    out = window.export_report(window.report_target().path, tmp_path / "shown.html")
+    assert window.act_export.isEnabled() and window.target_run().path == run.resolve()
+    out = window.export_report(window.target_run().path, tmp_path / "shown.html")
     text = out.read_text()
     HTMLParser().feed(text)
     assert out == tmp_path / "shown.html" and "data:image/png;base64," in text  # plots embedded

@@ -78,10 +78,11 @@ def test_declaring_after_swmr_is_refused(tmp_path):
     w.close("finished")
 
 
-def test_a_killed_run_stays_readable_and_says_it_crashed(tmp_path):
+def test_a_killed_run_stays_readable_and_says_it_crashed_then_continues(tmp_path):
     out = tmp_path / "k.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(ROOT / "assets/examples/digits-mlp.toml"),
-                             "--out", str(out), "--set", "run.steps=1000000", "--quiet"], cwd=ROOT)
+    cli = [sys.executable, "-m", "engine.cli", "run", str(ROOT / "assets/examples/digits-mlp.toml"), "--out", str(out),
+           "--set", "run.checkpoint_every=20", "--quiet"]
+    proc = subprocess.Popen([*cli, "--set", "run.steps=1000000"], cwd=ROOT)
     deadline = time.time() + 60
     n = 0
     while time.time() < deadline and n < 50:
@@ -101,6 +102,19 @@ def test_a_killed_run_stays_readable_and_says_it_crashed(tmp_path):
     steps, losses = run.series("train/loss")
     assert len(steps) >= n and np.array_equal(steps, np.arange(1, len(steps) + 1))
     assert np.all(np.isfinite(losses))
+    run.close()
+
+    # the killed writer left the file marked as open for writing: --resume must still append to it,
+    # from the last checkpoint, whose rows were on disk before it was saved
+    from engine.store import latest_checkpoint
+    ckpt = int(latest_checkpoint(out).stem.split("_")[1])
+    assert ckpt <= len(steps)
+    end = ckpt + 30
+    subprocess.run([*cli, "--resume", "--set", f"run.steps={end}"], cwd=ROOT, check=True, timeout=120)
+    with open_run(out) as run:
+        assert run.status == "finished"
+        np.testing.assert_array_equal(run.series("train/loss")[0], np.arange(1, end + 1))
+        assert [e["step"] for e in run.events() if e["kind"] == "resumed"] == [ckpt]
 
 
 def test_not_a_run_file_is_a_clear_error(tmp_path):
