@@ -83,6 +83,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "log_every": Field(10, int, "log batch accuracy and gradient norm every N steps (the loss: every step)",
                            min=1),
         "checkpoint_every": Field(0, int, "save a checkpoint every N steps (0: only at the end)", min=0),
+        "keep_checkpoints": Field(3, int, "how many of the latest checkpoints to keep (0: all)", min=0),
         "device": Field("auto", str, "where to train", choices=("auto", "cpu", "cuda", "cuda:")),
         "threads": Field(0, int, "CPU threads for torch (0: leave one core for the GUI)", min=0),
     },

@@ -393,6 +393,9 @@ class Trainer:
         torch.save(state, tmp)
         os.replace(tmp, path)  # a checkpoint file is either whole or absent
         self.writer.event(step, "checkpoint", str(path))
+        keep = self.cfg.sections["run"]["keep_checkpoints"]
+        for old in sorted(d.glob("step_*.pt"))[:-keep] if keep else ():
+            old.unlink()
 
     def _load_checkpoint(self) -> int:
         path = latest_checkpoint(self.out)

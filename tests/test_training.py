@@ -120,12 +120,14 @@ def test_resume_continues_to_the_same_result(tmp_path, optimizer):
     assert [e["kind"] for e in resumed.events()].count("resumed") == 1
 
 
-def test_checkpoints_load_with_weights_only(tmp_path):
-    run_training(tiny_config(run={"checkpoint_every": 20}), tmp_path / "c.h5")
+def test_checkpoints_load_with_weights_only_and_the_latest_are_kept(tmp_path):
+    run_training(tiny_config(run={"checkpoint_every": 5}), tmp_path / "c.h5")
     files = sorted(checkpoint_dir(tmp_path / "c.h5").glob("*.pt"))
-    assert [f.name for f in files] == ["step_00000020.pt", "step_00000040.pt"]
+    assert [f.name for f in files] == ["step_00000030.pt", "step_00000035.pt", "step_00000040.pt"]
     state = torch.load(files[0], weights_only=True)
-    assert state["step"] == 20 and "model" in state and "optimizer" in state
+    assert state["step"] == 30 and "model" in state and "optimizer" in state
+    run_training(tiny_config(run={"checkpoint_every": 5, "keep_checkpoints": 0}), tmp_path / "all.h5")
+    assert len(list(checkpoint_dir(tmp_path / "all.h5").glob("*.pt"))) == 8
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
