@@ -32,6 +32,7 @@ THEMES = {
     "dark": {"bg": "#1e1f22", "fg": "#d0d0d0", "cursor": "#a0a0a0"},
 }
 MAX_LEGEND = 6
+LEGEND_CORNERS = ((-4, 4), (4, 4), (-4, -4), (4, -4))  # offsets: top right, top left, bottom right, left
 FEW_POINTS = 60  # below this many visible points a line gets markers (sparse eval series)
 
 
@@ -113,6 +114,7 @@ class PlotCanvas(pg.PlotWidget):
         self.plotItem.addItem(self.note, ignoreBounds=True)
         self.theme = THEMES["light"]
         self.show_legend: bool | None = None  # None: automatic
+        self.place_legend = True  # into the emptiest corner (see end())
 
     def begin(self) -> None:
         self._touched.clear()
@@ -140,6 +142,30 @@ class PlotCanvas(pg.PlotWidget):
         n = len(self.legend.items)
         auto = 1 < n <= MAX_LEGEND  # more entries than that cover the curves: the header lists values
         self.legend.setVisible(auto if self.show_legend is None else self.show_legend and n > 0)
+        if self.legend.isVisible() and self.place_legend:
+            self._place_legend()
+
+    def _place_legend(self) -> None:
+        """Move the legend to the corner where it hides the fewest drawn points (top right first)."""
+        vb = self.plotItem.vb
+        (x0, x1), (y0, y1) = vb.viewRange()
+        size = self.legend.boundingRect()
+        w, h = size.width() / max(vb.width(), 1.0), size.height() / max(vb.height(), 1.0)
+        data = [item.getData() for item in self.plotItem.listDataItems()]
+        data = [(x, y) for x, y in data if x is not None and len(x)]
+        if not data:
+            return
+        fx = (np.concatenate([x for x, _ in data]) - x0) / ((x1 - x0) or 1.0)
+        fy = (np.concatenate([y for _, y in data]) - y0) / ((y1 - y0) or 1.0)
+
+        def hidden(offset) -> int:
+            xs = fx >= 1 - w if offset[0] < 0 else fx <= w
+            ys = fy >= 1 - h if offset[1] > 0 else fy <= h  # a positive y offset hangs from the top
+            return int(np.count_nonzero(xs & ys & (fx >= 0) & (fx <= 1) & (fy >= 0) & (fy <= 1)))
+
+        best = min(LEGEND_CORNERS, key=hidden)
+        if tuple(self.legend.opts["offset"]) != best:
+            self.legend.setOffset(best)
 
     def columns(self) -> int:
         """Pixel columns of the data area: the resolution curves are reduced to."""
@@ -204,6 +230,7 @@ class ReliabilityCanvas(PlotCanvas):
         for plot in self.plots:
             plot.getAxis("left").setWidth(self.AXIS_WIDTH)
         self.legend.setOffset((4, 4))  # top left: high-confidence bars reach the top right
+        self.place_legend = False  # the bars are not curves: the emptiest-corner count would miss them
 
     @property
     def plots(self) -> tuple:
@@ -536,12 +563,12 @@ def paint_reliability(canvas: PlotCanvas, view: dict, traces: list[Trace], opts:
         hist.setOpts(x0=r["lower"], x1=r["upper"], height=r["share"], brush=_brush(color, 110),
                      pen=_pen(color, 200))
         prefix = "" if single else f"{label}: "
-        for what, dash, line_color in (("accuracy", QtCore.Qt.PenStyle.SolidLine,
-                                        canvas.theme["fg"] if single else color),
-                                       ("confidence", QtCore.Qt.PenStyle.DashLine,
-                                        PALETTE[1] if single else color)):
+        for what, name, dash, line_color in (("accuracy", "accuracy", QtCore.Qt.PenStyle.SolidLine,
+                                              canvas.theme["fg"] if single else color),
+                                             ("confidence", "avg confidence", QtCore.Qt.PenStyle.DashLine,
+                                              PALETTE[1] if single else color)):
             mean = r["mean_" + what]
-            text = f"{prefix}mean {what} {mean:.3f}"
+            text = f"{prefix}{name} {mean:.3f}"  # Guo et al.'s labels: short enough for a small panel
             line = canvas.get(f"{key}|mean_{what}", lambda: pg.PlotDataItem(name=text), ignore_bounds=True,
                               plot=lower)
             pen = _pen(line_color, 255, dash)

@@ -156,6 +156,30 @@ def test_overlay_draws_one_curve_per_run_with_a_legend(qtbot, data, tmp_path):
     assert "a: train/loss" in labels and "b: train/loss" in labels
 
 
+def test_legend_moves_to_the_corner_the_curves_leave_free(qtbot):
+    import pyqtgraph as pg
+    from gui.views import PlotCanvas
+    canvas = PlotCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(400, 300)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    x = np.linspace(0, 1, 200)
+
+    def draw(y):
+        for _ in range(2):  # the second pass sees the view fitted to the new data
+            canvas.begin()
+            for name, scale in (("a", 1.0), ("b", 0.9)):
+                canvas.get(name, lambda: pg.PlotDataItem(name=name)).setData(x, y * scale)
+            canvas.end()
+            canvas.plotItem.vb.autoRange(padding=0)
+        return canvas.legend.opts["offset"]
+
+    assert draw(1 - x) == (-4, 4)  # a falling loss leaves the top right free: the default corner
+    assert draw(x) == (4, 4)  # a rising curve ends there: the legend moves to the top left
+    assert draw(np.where(x < 0.5, 1.0, 0.0)) == (-4, 4)  # a step down frees the top right again
+
+
 def reliability_data() -> tuple[RunData, np.ndarray, np.ndarray]:
     """Two rows of quantile-like bins (unequal widths, one empty bin) at steps 100 and 200."""
     edges = np.array([0.0, 0.3, 0.55, 0.7, 0.85, 0.95, 1.0])
@@ -203,7 +227,7 @@ def test_reliability_draws_gap_bars_over_a_confidence_histogram(qtbot):
             x, _ = line.getData()
             np.testing.assert_allclose(x, [mean, mean])
         labels = [label.text for _, label in lower.legend.items]
-        assert labels == [f"mean accuracy {means['accuracy']:.3f}", f"mean confidence {means['confidence']:.3f}"]
+        assert labels == [f"accuracy {means['accuracy']:.3f}", f"avg confidence {means['confidence']:.3f}"]
     assert means["accuracy"] != pytest.approx(means["confidence"], abs=1e-3)  # the lines are told apart
     assert [label.text for _, label in w.canvas.legend.items] == ["accuracy", "gap"]
     assert w.canvas.share_plot.getAxis("left").labelText == "share of samples"
