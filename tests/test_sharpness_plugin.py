@@ -6,7 +6,7 @@ from engine import open_run, run_training
 from engine.errors import ConfigError
 from engine.plugin import validate_plugin_table
 from plugins.sharpness.budget import TimeBudget
-from plugins.sharpness.plugin import SharpnessPlugin, edge_findings, trend_findings
+from plugins.sharpness.plugin import SharpnessPlugin, batch_findings, edge_findings, trend_findings
 
 
 def config(optimizer, plugin, steps=40, **sections):
@@ -194,6 +194,14 @@ def test_edge_findings_on_planted_series():
     assert above[-1].severity == "warning"
     below = edge_findings(steps, lam / 2, np.full(20, 10.0), "λ_max")
     assert below[0].severity == "ok" and below[0].value == pytest.approx(lam.max() / 20)
+
+
+def test_batch_findings_put_the_ratio_in_readable_words():
+    steps = np.arange(1, 31)
+    message = lambda batch: batch_findings(steps, np.full(30, batch), np.full(30, 10.0))[0].message
+    assert "a median 0.05% of the threshold" in message(0.005)
+    assert "a median 87% of the threshold" in message(8.7)
+    assert "a median 1.30× the threshold" in message(13.0)
 
 
 def test_trend_findings_tell_rising_from_flat():

@@ -304,7 +304,7 @@ def edge_findings(steps: np.ndarray, lam: np.ndarray, threshold: np.ndarray, wha
     if len(reached) == 0:
         i = int(np.argmax(ratio))
         return [Finding("sharpness", "ok", f"{what} stayed below the edge of stability: at most "
-                        f"{ratio[i]:.0%} of the threshold (step {steps[i]}).", int(steps[i]),
+                        f"{of_threshold(ratio[i])} (step {steps[i]}).", int(steps[i]),
                         float(ratio[i]), "× threshold")]
     first = int(reached[0])
     since = ratio[first:]
@@ -352,5 +352,12 @@ def batch_findings(steps: np.ndarray, batch: np.ndarray, threshold: np.ndarray) 
     if len(ratio) == 0:
         return []
     med = float(np.median(ratio))
-    return [Finding("sharpness", "info", f"Batch sharpness sat at a median {med:.3g}× the threshold "
-                    f"over the last third of the run.", int(steps[-1]), med, "× threshold")]
+    return [Finding("sharpness", "info", f"Batch sharpness sat at a median {of_threshold(med)} over the "
+                    "last third of the run.", int(steps[-1]), med, "× threshold")]
+
+
+def of_threshold(ratio: float) -> str:
+    """A ratio to the threshold as a reader takes it in: 0.05% of it, 87% of it, 1.30× it."""
+    if ratio >= 1:
+        return f"{ratio:.2f}× the threshold"
+    return f"{ratio:.0%} of the threshold" if ratio >= 0.01 else f"{ratio * 100:.2g}% of the threshold"
