@@ -148,6 +148,16 @@ class Plugin:
     def on_end(self, ctx: "EndContext") -> None:
         """Called once when training ends (finished or stopped), after the last step's hooks."""
 
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What the plugin carries from step to step, saved with each checkpoint so that a resumed
+        run goes on as if it had never stopped. Tensors, numbers, strings and lists or dicts of
+        them only: checkpoints load with ``weights_only=True``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back ``state_dict()``'s result when a run resumes (after ``setup``)."""
+
     # -- reading back ---------------------------------------------------------------------------
     @classmethod
     def findings(cls, run) -> list[Finding]:
@@ -341,6 +351,14 @@ class PluginHost:
     def setup(self, run: RunContext) -> None:
         for p in list(self.plugins):
             self._guard(p, 0, lambda: p.setup(run))
+
+    def state_dicts(self) -> dict[str, dict[str, Any]]:
+        return {p.name: p.state_dict() for p in self.plugins}
+
+    def load_state_dicts(self, states: dict[str, dict[str, Any]], step: int) -> None:
+        for p in list(self.plugins):
+            if p.name in states:
+                self._guard(p, step, lambda: p.load_state_dict(states[p.name]))
 
     def wants_graph(self, step: int) -> bool:
         return bool(self.plugins) and any(p.wants_step(step) and p.wants_graph(step) for p in self.plugins)

@@ -224,6 +224,8 @@ class Trainer:
                 f"resumed at step {start}" if self.resume else f"training for {self.total} steps")
         self._status("state", state="running")
         self.host.setup(self.ctx)
+        if self.resume:
+            self.host.load_state_dicts(self._plugin_states, start)
         try:
             status = self._loop(start)
         except Exception as exc:
@@ -386,7 +388,8 @@ class Trainer:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"step_{step:08d}.pt"
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "config": self.cfg.to_json()}
+                 "torch_rng": torch.get_rng_state(), "config": self.cfg.to_json(),
+                 "plugins": self.host.state_dicts()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         tmp = path.with_suffix(".tmp")
@@ -408,6 +411,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self._plugin_states = state.get("plugins", {})  # handed over once the plugins are set up
         return int(state["step"])
 
     def _progress(self, step: int, loss: float, rate: float) -> None:

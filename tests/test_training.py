@@ -94,8 +94,10 @@ def test_lr_series_follows_schedule(tmp_path):
 @pytest.mark.parametrize("optimizer", [{"name": "sgd", "momentum": 0.9},
                                        {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}])
 def test_resume_continues_to_the_same_result(tmp_path, optimizer):
+    sharpness = {"every": 10, "batch_every": 5, "budget": 0.0, "probe_size": 128, "slices": "off"}
     cfg = RunConfig.from_dict(tiny_config(optimizer=optimizer, run={"steps": 50},
-                                          model={"name": "mlp", "hidden": [16], "dropout": 0.1}))
+                                          model={"name": "mlp", "hidden": [16], "dropout": 0.1},
+                                          plugins={"sharpness": sharpness}))
     Trainer(cfg, tmp_path / "full.h5").run()
 
     control = Control()
@@ -113,10 +115,12 @@ def test_resume_continues_to_the_same_result(tmp_path, optimizer):
     assert open_run(part).series("train/loss")[0][-1] == 27
     assert Trainer(cfg, part, resume=True).run() == "finished"
     full, resumed = open_run(tmp_path / "full.h5"), open_run(part)
-    for name in ("train/loss", "grad_norm"):
+    # the plugin's warm start travels in the checkpoint: its measurements match too
+    for name in ("train/loss", "grad_norm", "sharpness/lambda_max", "sharpness/n_hvp", "sharpness/trace",
+                 "sharpness/batch_sharpness"):
         s1, v1 = full.series(name)
         s2, v2 = resumed.series(name)
-        assert np.array_equal(s1, s2) and np.array_equal(v1, v2)
+        assert np.array_equal(s1, s2) and np.array_equal(v1, v2), name
     assert [e["kind"] for e in resumed.events()].count("resumed") == 1
 
 

@@ -265,6 +265,15 @@ class SharpnessPlugin(Plugin):
             scale = abs(lam) if lam != 0 else 1.0
             ctx.log("density", A.density_on_grid(nodes / scale, weights, DENSITY_GRID, DENSITY_SIGMA))
 
+    def state_dict(self) -> dict:
+        """The eigenvectors that warm-start the next measurement: with them a resumed run measures
+        exactly as an uninterrupted one (at budget 0, where no timing decides what is measured)."""
+        return {} if self.vectors is None else {"vectors": self.vectors.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "vectors" in state:
+            self.vectors = state["vectors"].to(self.batches[0][0].device)
+
     # -- findings -------------------------------------------------------------------------------
     @classmethod
     def findings(cls, run) -> list[Finding]:
