@@ -72,7 +72,9 @@ def _cmd_run(args) -> int:
               file=sys.stderr)
         return 1
     bar.finish()
-    print(f"{status}: {out}", file=sys.stderr)
+    from .distributed import World
+    if World().main:  # under torchrun, one line for the run, not one per rank
+        print(f"{status}: {out}", file=sys.stderr)
     return 0 if status in ("finished", "stopped") else 3
 
 

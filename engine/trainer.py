@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from . import __version__
 from .config import RunConfig
 from .data import BatchOrder, DataBundle, load_data
+from .distributed import NullWriter, World
 from .models import EmbeddingTap, build_model
 from .plugin import EvalContext, Plugin, PluginHost, Probe, RunContext, StepContext, View, instantiate
 from .store import RunWriter, checkpoint_dir, latest_checkpoint
@@ -143,7 +144,8 @@ class Trainer:
         self.cfg = config
         self.out = Path(out_path)
         self.control = control or Control()
-        self.on_status = on_status or (lambda msg: None)
+        self.world = World()
+        self.on_status = on_status if on_status and self.world.main else (lambda msg: None)
         self.resume = resume
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -151,23 +153,31 @@ class Trainer:
         cfg = self.cfg
         run = cfg.sections["run"]
         self.threads = configure_threads(run["threads"])
-        self.device = select_device(run["device"])
+        self.device = self.world.device(select_device(run["device"]))
+        batch_size = cfg.sections["data"]["batch_size"]
+        if batch_size % self.world.size:
+            from .errors import ConfigError
+            raise ConfigError("data.batch_size", batch_size, f"a multiple of the {self.world.size} processes "
+                              "training together (each takes an equal share of every batch)")
+        self.world.start(self.device)
         torch.manual_seed(run["seed"])
         self.data: DataBundle = load_data(cfg.sections["data"]["source"], cfg.sections["data"]["val_fraction"],
                                           run["seed"], cfg.base_dir)
         self.train = self.data.train.to(self.device)
         self.val = self.data.val.to(self.device)
-        self.order = BatchOrder(len(self.train), cfg.sections["data"]["batch_size"], run["seed"])
+        self.order = BatchOrder(len(self.train), batch_size, run["seed"])
         self.total = run["steps"] or run["epochs"] * self.order.per_epoch
         self.model = build_model(cfg.sections["model"], self.data.input_shape, self.data.n_classes,
                                  cfg.base_dir).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # DDP syncs gradients in training steps; evaluation, plugins and checkpoints use the module
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world.active else self.model
         self.optimizer = make_optimizer(self.params, cfg.sections["optimizer"])
         self.loss_fn = per_sample_loss_fn(cfg.sections["loss"]["name"], self.data.n_classes)
         self.mean_loss_fn = mean_loss_fn(cfg.sections["loss"]["name"], self.data.n_classes)
         self.log_every = run["log_every"]
         self.plugins: list[Plugin] = [instantiate(name, table) for name, table in cfg.plugins.items()
-                                      if table.get("enabled", True)]
+                                      if table.get("enabled", True) and self.world.main]
         self._probe_perm = np.random.default_rng(run["seed"] + 1).permutation(len(self.train))
         self._probes: dict[int, Probe] = {}
         self.ctx = RunContext(cfg, self.model, self.optimizer, self.device, self.data.n_classes,
@@ -183,6 +193,9 @@ class Trainer:
         return self._probes[n]
 
     def _open_writer(self, resume_step: int | None) -> RunWriter:
+        if not self.world.main:
+            self.host = PluginHost(self.plugins, NullWriter())
+            return NullWriter()
         w = RunWriter(self.out, self.cfg.to_json(), resume_step=resume_step)
         w.set_attr("environment", json.dumps(self._environment()))
         for name, unit, description in CORE_SERIES:
@@ -233,6 +246,8 @@ class Trainer:
             w.close("failed")
             self._status("state", state="failed", message=f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            self.world.stop()
         w.close(status)
         self._status("state", state=status)
         return status
@@ -248,7 +263,7 @@ class Trainer:
             self.step = step
             if control.paused:
                 self._pause(step - 1)
-            if control.stop_requested:
+            if self.world.any(control.stop_requested, self.device):  # all ranks stop at the same step
                 w.event(step - 1, "stopped", f"stopped by request after step {step - 1}")
                 self._final_eval_and_checkpoint(step - 1, eval_every)
                 self.host.end(self.ctx, step - 1)
@@ -274,19 +289,19 @@ class Trainer:
         return "finished"
 
     def _train_step(self, step: int) -> float | None:
-        idx = self.order.indices(step)
+        idx = self.world.shard(self.order.indices(step))
         x, y = self.train.x[idx], self.train.y[idx]
         lr = lr_at(step, self.cfg.sections["optimizer"], self.total)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         plugin_step = self.host.wants_step(step)
-        out = self.model(x)  # in training mode: set before the loop, restored after evaluations and plugins
+        out = self.net(x)  # in training mode: set before the loop, restored after evaluations and plugins
         if plugin_step:  # per-sample losses only where a plugin reads them: the fused mean is cheaper
             losses = self.loss_fn(out, y)
             loss = losses.mean()
         else:
             loss = self.mean_loss_fn(out, y)
-        if self.host.wants_graph(step):
+        if self.host.wants_graph(step) and not self.world.active:  # DDP has no double backward
             grads = torch.autograd.grad(loss, self.params, create_graph=True)
             for p, g in zip(self.params, grads):
                 p.grad = g.detach()
@@ -320,11 +335,11 @@ class Trainer:
         """(loss,) every step; (loss, accuracy, gradient norm) every ``log_every`` steps, fetched in one
         host transfer. Each extra tensor op costs a few µs, which on small models is several percent."""
         if step % self.log_every:
-            return (loss.item(),)
+            return (self.world.mean(loss.detach()).item(),)
         norms = torch._foreach_norm([p.grad for p in self.params if p.grad is not None])
-        correct = (out.detach().argmax(1) == y).sum().to(loss.dtype)
-        loss_v, correct_v, *norm_v = torch.stack([loss.detach(), correct, *norms]).tolist()
-        return loss_v, correct_v / len(y), math.sqrt(sum(n * n for n in norm_v))
+        accuracy = (out.detach().argmax(1) == y).sum().to(loss.dtype) / len(y)
+        loss_v, accuracy_v, *norm_v = self.world.mean(torch.stack([loss.detach(), accuracy, *norms])).tolist()
+        return loss_v, accuracy_v, math.sqrt(sum(n * n for n in norm_v))
 
     def _diverged(self, step: int, metrics: tuple[float, ...]) -> None:
         what, value = ("loss", metrics[0]) if not math.isfinite(metrics[0]) else ("gradient norm", metrics[-1])
@@ -335,7 +350,7 @@ class Trainer:
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> None:
-        if len(self.val) == 0:
+        if len(self.val) == 0 or not self.world.main:
             return
         self.model.eval()
         want_plugins = self.host.wants_eval
@@ -383,6 +398,8 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _save_checkpoint(self, step: int) -> None:
+        if not self.world.main:
+            return
         self.writer.flush()  # rows up to the checkpoint are on disk first: a resume leaves no gap
         d = checkpoint_dir(self.out)
         d.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,7 @@ class SharpnessPlugin(Plugin):
         self.cost: float | None = None  # seconds the last measurement took (or the guess before one)
         self.snapshot_cost = 0.0  # likewise for slices and density
         self.skipped = False
+        self.no_graph_noted = False
 
     # -- cadence --------------------------------------------------------------------------------
     @property
@@ -188,7 +189,12 @@ class SharpnessPlugin(Plugin):
         ctx.log("threshold", threshold.value)
         shift = A.coupled_weight_decay(ctx.optimizer)
         if self._batch_due(ctx.step):
-            ctx.log("batch_sharpness", A.batch_sharpness(ctx.grads, ctx.run.params, scale, shift))
+            if any(g is not None and g.requires_grad for g in ctx.grads):
+                ctx.log("batch_sharpness", A.batch_sharpness(ctx.grads, ctx.run.params, scale, shift))
+            elif not self.no_graph_noted:
+                self.no_graph_noted = True
+                ctx.event("sharpness_no_graph", "sharpness: no batch sharpness, the step's gradients carry "
+                          "no graph (multi-process DDP training has no double backward)")
         if self._measures(ctx.step) or self._snapshots(ctx.step):
             op = self._operator(ctx, shift) if self.cost is None else None  # first: guess the costs
             last, snapshot = ctx.step == self.total_steps, self._snapshots(ctx.step)
