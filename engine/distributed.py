@@ -43,7 +43,10 @@ class World:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     def stop(self) -> None:
+        """Leave together: a rank that tears its group down while rank 0 still finishes (final
+        evaluation, checkpoint) aborts in gloo's threads."""
         if self.active and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:

@@ -245,9 +245,8 @@ class Trainer:
             w.event(getattr(self, "step", start), "failed", f"{type(exc).__name__}: {exc}")
             w.close("failed")
             self._status("state", state="failed", message=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.world.stop()
+            raise  # under torchrun the launcher then stops the other ranks
+        self.world.stop()
         w.close(status)
         self._status("state", state=status)
         return status
@@ -289,7 +288,8 @@ class Trainer:
         return "finished"
 
     def _train_step(self, step: int) -> float | None:
-        idx = self.world.shard(self.order.indices(step))
+        batch = self.order.indices(step)
+        idx = self.world.shard(batch)
         x, y = self.train.x[idx], self.train.y[idx]
         lr = lr_at(step, self.cfg.sections["optimizer"], self.total)
         for group in self.optimizer.param_groups:
@@ -301,15 +301,19 @@ class Trainer:
             loss = losses.mean()
         else:
             loss = self.mean_loss_fn(out, y)
+        # DDP averages the ranks' gradients: weighting each rank's mean by its share of the batch makes
+        # that the batch mean where the shares differ (an epoch's short last batch); 1 in one process
+        weight = len(idx) * self.world.size / len(batch)
+        objective = loss if weight == 1 else loss * weight
         if self.host.wants_graph(step) and not self.world.active:  # DDP has no double backward
-            grads = torch.autograd.grad(loss, self.params, create_graph=True)
+            grads = torch.autograd.grad(objective, self.params, create_graph=True)
             for p, g in zip(self.params, grads):
                 p.grad = g.detach()
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             grads = None
-        metrics = self._batch_metrics(step, loss, out, y)
+        metrics = self._batch_metrics(step, objective, out, y, weight)
         loss_v = metrics[0]
         if not math.isfinite(sum(metrics)):  # NaN or inf in any of them
             return self._diverged(step, metrics)
@@ -331,13 +335,14 @@ class Trainer:
             w.append("grad_norm", step, metrics[2])
         return loss_v
 
-    def _batch_metrics(self, step: int, loss, out, y) -> tuple[float, ...]:
+    def _batch_metrics(self, step: int, loss, out, y, weight: float) -> tuple[float, ...]:
         """(loss,) every step; (loss, accuracy, gradient norm) every ``log_every`` steps, fetched in one
-        host transfer. Each extra tensor op costs a few µs, which on small models is several percent."""
+        host transfer (and averaged over ranks in one collective). Each extra tensor op costs a few µs,
+        which on small models is several percent."""
         if step % self.log_every:
             return (self.world.mean(loss.detach()).item(),)
         norms = torch._foreach_norm([p.grad for p in self.params if p.grad is not None])
-        accuracy = (out.detach().argmax(1) == y).sum().to(loss.dtype) / len(y)
+        accuracy = (out.detach().argmax(1) == y).sum().to(loss.dtype) * (weight / len(y))
         loss_v, accuracy_v, *norm_v = self.world.mean(torch.stack([loss.detach(), accuracy, *norms])).tolist()
         return loss_v, accuracy_v, math.sqrt(sum(n * n for n in norm_v))
 
