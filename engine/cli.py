@@ -10,6 +10,8 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from .errors import ConfigError, DataError  # light: no torch
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: no spinning threads
 
 COMMAND_GROUP = "traindx.commands"
@@ -36,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == ep.name:  # import only the command asked for (gui pulls in Qt)
             ep.load()(sub_parser)
     args = parser.parse_args(argv)
-    from .errors import ConfigError, DataError
     try:
         return args.func(args) or 0
     except (ConfigError, DataError, OSError, KeyError) as exc:
@@ -61,9 +62,9 @@ def _cmd_run(args) -> int:
 
     signal.signal(signal.SIGINT, on_sigint)
     bar = ProgressBar(sys.stderr, quiet=args.quiet)
-    from .errors import ConfigError, DataError
+    trainer = Trainer(config, out, control, bar.update, resume=args.resume)
     try:
-        status = Trainer(config, out, control, bar.update, resume=args.resume).run()
+        status = trainer.run()
     except (ConfigError, DataError):
         raise
     except Exception as exc:
@@ -72,8 +73,7 @@ def _cmd_run(args) -> int:
               file=sys.stderr)
         return 1
     bar.finish()
-    from .distributed import World
-    if World().main:  # under torchrun, one line for the run, not one per rank
+    if trainer.world.main:  # under torchrun, one line for the run, not one per rank
         print(f"{status}: {out}", file=sys.stderr)
     return 0 if status in ("finished", "stopped") else 3
 

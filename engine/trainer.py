@@ -23,6 +23,7 @@ from . import __version__
 from .config import RunConfig
 from .data import BatchOrder, DataBundle, load_data
 from .distributed import NullWriter, World
+from .errors import ConfigError
 from .models import EmbeddingTap, build_model
 from .plugin import EvalContext, Plugin, PluginHost, Probe, RunContext, StepContext, View, instantiate
 from .store import RunWriter, checkpoint_dir, latest_checkpoint
@@ -68,7 +69,6 @@ def select_device(spec: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
         raise ConfigError("run.device", spec, '"cpu" or "auto" (no CUDA device is available here)')
     return device
 
@@ -156,7 +156,6 @@ class Trainer:
         self.device = self.world.device(select_device(run["device"]))
         batch_size = cfg.sections["data"]["batch_size"]
         if batch_size % self.world.size:
-            from .errors import ConfigError
             raise ConfigError("data.batch_size", batch_size, f"a multiple of the {self.world.size} processes "
                               "training together (each takes an equal share of every batch)")
         self.world.start(self.device)
@@ -425,7 +424,6 @@ class Trainer:
     def _load_checkpoint(self) -> int:
         path = latest_checkpoint(self.out)
         if path is None:
-            from .errors import ConfigError
             raise ConfigError("--resume", str(self.out), f"a run with checkpoints in {checkpoint_dir(self.out)}")
         state = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])

@@ -196,7 +196,11 @@ class SharpnessPlugin(Plugin):
                 ctx.event("sharpness_no_graph", "sharpness: no batch sharpness, the step's gradients carry "
                           "no graph (multi-process DDP training has no double backward)")
         if self._measures(ctx.step) or self._snapshots(ctx.step):
-            op = self._operator(ctx, shift) if self.cost is None else None  # first: guess the costs
+            op = None
+            if self.cost is None:  # nothing measured yet: guess the costs from building the operator
+                t = time.perf_counter()
+                op = self._operator(ctx, shift)
+                self._guess_costs(time.perf_counter() - t)
             last, snapshot = ctx.step == self.total_steps, self._snapshots(ctx.step)
             final = self.cost + (self.snapshot_cost if self._snapshots(self.total_steps) else 0.0)
             fits = self.clock.affords(ctx.step, self.cost + snapshot * self.snapshot_cost, final, last)
@@ -211,20 +215,18 @@ class SharpnessPlugin(Plugin):
                           "(budget = 0 lifts this)")
 
     def _operator(self, ctx: StepContext, shift: float) -> A.HessianOperator:
-        """The Hessian of the probe loss. The first one built also sets the guessed costs of a
-        measurement and a snapshot, scaled from its build time (one forward and backward pass over
-        the probe, with graph)."""
-        t = time.perf_counter()
-        op = A.HessianOperator(ctx.model, ctx.run.mean_loss, self.batches, shift)
-        if self.cost is None:
-            build, s = time.perf_counter() - t, self.settings
-            hvps = COLD_BLOCKS * s["k"] + (s["trace_samples"] if s["trace"] else 0)
-            points = sum(s["slice_steps"] ** (2 if kind == "2d" else 1) for kind in self._slice_kinds())
-            self.clock.record(build, measurement=False)
-            self.cost = build * (1 + HVP_PER_BUILD * hvps)
-            self.snapshot_cost = build * (FORWARD_PER_BUILD * points
-                                          + (HVP_PER_BUILD * SLQ_VECTORS * SLQ_STEPS if s["density"] else 0))
-        return op
+        return A.HessianOperator(ctx.model, ctx.run.mean_loss, self.batches, shift)
+
+    def _guess_costs(self, build: float) -> None:
+        """Costs of a measurement and a snapshot before either was made, scaled from the time to
+        build the operator (one forward and backward pass over the probe, with graph)."""
+        s = self.settings
+        hvps = COLD_BLOCKS * s["k"] + (s["trace_samples"] if s["trace"] else 0)
+        points = sum(s["slice_steps"] ** (2 if kind == "2d" else 1) for kind in self._slice_kinds())
+        self.clock.record(build, measurement=False)
+        self.cost = build * (1 + HVP_PER_BUILD * hvps)
+        self.snapshot_cost = build * (FORWARD_PER_BUILD * points
+                                      + (HVP_PER_BUILD * SLQ_VECTORS * SLQ_STEPS if s["density"] else 0))
 
     def _measure(self, ctx: StepContext, op: A.HessianOperator | None, shift: float, scale,
                  snapshot: bool) -> None:
