@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sources
 from .errors import ConfigError, describe_expected, suggest
 
 
@@ -51,7 +52,7 @@ class Field:
 
     def expected(self) -> str:
         if self.kind is list:
-            word = {int: "integers", float: "numbers"}[self.item_kind]
+            word = {int: "integers", float: "numbers", str: "strings"}[self.item_kind]
             bound = f" ≥ {self.min}" if self.min is not None else ""
             return f"a list of {word}{bound}"
         choices = _show_choices(self.choices) if self.choices else None
@@ -88,7 +89,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "threads": Field(0, int, "CPU threads for torch (0: leave one core for the GUI)", min=0),
     },
     "data": {
-        "source": Field("digits", str, "the dataset", choices=("digits", "npz:", "python:")),
+        "source": Field("digits", str, "the dataset (a built-in synthetic source takes its own options "
+                        "under [data])", choices=("digits", *sources.names(), "npz:", "python:")),
         "batch_size": Field(64, int, "samples per optimizer step", min=1),
         "val_fraction": Field(0.2, float, "share of the data held out for validation", min=0.0, max=0.9),
     },
@@ -112,6 +114,16 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "name": Field("cross_entropy", str, "training loss (mse: on one-hot targets)",
                       choices=("cross_entropy", "mse")),
     },
+}
+
+QUANTIZE_OPTIONS: dict[str, Field] = {
+    "bits": Field(4, int, "bits of the quantised weights", min=2, max=8),
+    "granularity": Field("channel", str, "one scale per output channel or per tensor",
+                         choices=("channel", "tensor")),
+    "scale": Field("lsq", str, "step size: learned (LSQ) or 2·mean|W| per row (OFQ's StatsQ)",
+                   choices=("lsq", "stats")),
+    "skip": Field(["first", "last"], list, "layers kept in full precision (module names, or first/last)",
+                  item_kind=str),
 }
 
 MODEL_OPTIONS: dict[str, dict[str, Field]] = {
@@ -157,9 +169,10 @@ class RunConfig:
             if name not in known:
                 raise ConfigError(name, raw[name], "one of the sections " + ", ".join(known)
                                   + suggest(name, known), unknown_key=True)
-        sections = {name: _validate_section(name, raw.get(name, {}), fields)
-                    for name, fields in SECTIONS.items() if name != "model"}
-        sections["model"] = _validate_model(raw.get("model", {}))
+        special = {"data": _validate_data, "model": _validate_model}  # tables with per-choice options
+        sections = {name: special[name](raw.get(name, {})) if name in special
+                    else _validate_section(name, raw.get(name, {}), fields)
+                    for name, fields in SECTIONS.items()}
         run = sections["run"]
         if run["steps"] is not None and run["epochs"] is not None:
             raise ConfigError("run.epochs", run["epochs"], "either run.steps or run.epochs, not both")
@@ -251,15 +264,28 @@ def _validate_section(name: str, table: Any, fields: dict[str, Field]) -> dict:
             for key, f in fields.items()}
 
 
+def _validate_data(table: Any) -> dict:
+    """The fixed [data] keys, plus the options of a built-in source that declares some."""
+    if not isinstance(table, dict):
+        raise ConfigError("data", table, "a [data] table")
+    fields = SECTIONS["data"]
+    source = fields["source"].validate("data.source", table.get("source", fields["source"].default))
+    extra = sources.options(source) if source in sources.names() else {}
+    return _validate_section("data", table, {**fields, **extra})
+
+
 def _validate_model(table: Any) -> dict:
     if not isinstance(table, dict):
         raise ConfigError("model", table, "a [model] table")
     out = _validate_section("model", {"name": table.get("name", "mlp")}, SECTIONS["model"])
-    options = {k: v for k, v in table.items() if k != "name"}
+    options = {k: v for k, v in table.items() if k not in ("name", "quantize")}
     name = out["name"]
     if name.startswith("python:"):
-        return {**out, **options}  # a user's model takes its own keyword arguments
-    out.update(_validate_section("model", options, MODEL_OPTIONS[name]))
+        out.update(options)  # a user's model takes its own keyword arguments
+    else:
+        out.update(_validate_section("model", options, MODEL_OPTIONS[name]))
+    if "quantize" in table:  # [model.quantize]: quantisation-aware training of the weights
+        out["quantize"] = _validate_section("model.quantize", table["quantize"], QUANTIZE_OPTIONS)
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import sources
 from .errors import DataError
 
 
@@ -42,10 +43,14 @@ class DataBundle:
     source: str
 
 
-def load_data(source: str, val_fraction: float, seed: int, base_dir: Path) -> DataBundle:
+def load_data(source: str, val_fraction: float, seed: int, base_dir: Path,
+              options: dict[str, Any] | None = None) -> DataBundle:
+    """``options``: the [data] table, whose extra keys a built-in synthetic source reads."""
     kind, _, rest = source.partition(":")
     if kind == "digits":
         arrays = _digits()
+    elif source in sources.names():
+        arrays = sources.load(source, options or {})
     elif kind == "npz":
         arrays = _npz(base_dir / rest if not Path(rest).is_absolute() else Path(rest))
     elif kind == "python":

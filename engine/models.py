@@ -102,7 +102,7 @@ BUILTIN = {"mlp": MLP, "cnn": CNN, "resnet": ResNet}
 
 def build_model(model_cfg: dict, input_shape, n_classes: int, base_dir: Path) -> nn.Module:
     name = model_cfg["name"]
-    options = {k: v for k, v in model_cfg.items() if k != "name"}
+    options = {k: v for k, v in model_cfg.items() if k not in ("name", "quantize")}
     if name in BUILTIN:
         model = BUILTIN[name](tuple(input_shape), n_classes, **options)
     else:

@@ -160,8 +160,8 @@ class Trainer:
                               "training together (each takes an equal share of every batch)")
         self.world.start(self.device)
         torch.manual_seed(run["seed"])
-        self.data: DataBundle = load_data(cfg.sections["data"]["source"], cfg.sections["data"]["val_fraction"],
-                                          run["seed"], cfg.base_dir)
+        data = cfg.sections["data"]
+        self.data: DataBundle = load_data(data["source"], data["val_fraction"], run["seed"], cfg.base_dir, data)
         self.train = self.data.train.to(self.device)
         self.val = self.data.val.to(self.device)
         self.order = BatchOrder(len(self.train), batch_size, run["seed"])

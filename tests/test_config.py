@@ -26,6 +26,15 @@ def test_toml_round_trip_keeps_every_value(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
+def test_quantize_table_is_completed_and_survives_toml_and_json(tmp_path):
+    cfg = RunConfig.from_dict(tiny_config(model={"name": "mlp", "quantize": {"bits": 3}}))
+    assert cfg.model.quantize == {"bits": 3, "granularity": "channel", "scale": "lsq", "skip": ["first", "last"]}
+    path = tmp_path / "q.toml"
+    path.write_text(cfg.to_toml())
+    assert "[model.quantize]" in path.read_text()
+    assert RunConfig.from_toml(path).to_dict() == cfg.to_dict() == RunConfig.from_json(cfg.to_json()).to_dict()
+
+
 def test_json_round_trip():
     cfg = RunConfig.from_dict(tiny_config())
     assert RunConfig.from_json(cfg.to_json()).to_dict() == cfg.to_dict()
@@ -57,6 +66,10 @@ def test_overrides_are_parsed_as_toml_values():
     ({"optimizer": {"schedule": "cosin"}}, "optimizer.schedule", "did you mean 'cosine'"),
     ({"run": {"device": "tpu"}}, "run.device", "cuda:N"),
     ({"optimizer": {"betas": [0.9, 1.2]}}, "optimizer.betas", "[0, 1)"),
+    ({"model": {"quantize": {"bitz": 4}}}, "model.quantize.bitz", "did you mean 'bits'"),
+    ({"model": {"quantize": {"bits": 9}}}, "model.quantize.bits", "in [2, 8]"),
+    ({"model": {"quantize": {"skip": [1]}}}, "model.quantize.skip", "a list of strings"),
+    ({"data": {"group_share": 0.1}}, "data.group_share", "unknown key"),
 ])
 def test_wrong_values_name_key_value_and_expectation(change, key, words):
     with pytest.raises(ConfigError) as err:
