@@ -1,0 +1,191 @@
+"""Slices found in the embedding: an error-aware Gaussian mixture (Domino's model) fitted on one half
+of the rows, whose regions are then tested on the other half.
+
+The mixture (Eyuboglu et al. 2022, "Domino") models each row's PCA-reduced embedding z, its label
+y and its predicted probabilities p̂ as drawn from one of K components:
+
+    log P(i | s) = log N(z_i; μ_s, diag σ²_s) + w · log π_s[y_i] + w · Σ_c p̂_ic log τ_s[c]
+
+so that components gather rows that sit together *and* share a label and a prediction: an error
+slice ("true 2, predicted 3") gets a component of its own even where its embeddings lie close to
+correctly predicted rows. Components start from the confusion matrix (each large cell (y, ŷ)
+seeds one) and from clusters of misclassified rows far from every cell (DP-means over the errors),
+so both a concentrated confusion and a region that fails across classes have a component from the
+first iteration instead of waiting for a random start to wander there. The fit is deterministic.
+
+A component is a candidate slice through *where it puts rows*, never through their errors: the
+region of embedding space it wins (z alone), and that region within one class (z and y). The
+predictions are left out of membership on purpose: a row's error is a function of its label and
+prediction, so a membership that used both would select errors and make any test of the region's
+error rate meaningless. Candidates are chosen on the fitting half only (components whose members
+there fail more than the rest), and tested on the other half, so the test sees rows the selection
+never saw: that is what keeps data without slices from yielding any.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from scipy.special import logsumexp
+
+VARIANCE_FLOOR = 1e-3  # relative to each dimension's overall variance: no component collapses on a point
+SMOOTHING = 0.1  # pseudo-count of every class in a component's label and prediction distributions
+TOLERANCE = 1e-4  # stop when the mean log-likelihood per row improves by less
+
+
+def principal_components(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores (N, k), components (k, D), mean (D,)): the top-k principal directions of ``x``, from
+    the covariance's eigenvectors; each sign fixed so its largest loading is positive, so the same
+    data always give the same picture."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    centred = x - mean.astype(x.dtype)
+    cov = (centred.T @ centred).astype(np.float64) / max(len(x) - 1, 1)
+    values, vectors = np.linalg.eigh(cov)
+    top = vectors[:, ::-1][:, :k].T
+    top *= np.sign(top[np.arange(len(top)), np.abs(top).argmax(axis=1)])[:, None]
+    return (centred @ top.T.astype(x.dtype)).astype(np.float64), top, mean
+
+
+@dataclass
+class Mixture:
+    weights: np.ndarray  # (K,)
+    means: np.ndarray  # (K, d)
+    variances: np.ndarray  # (K, d)
+    label_probs: np.ndarray  # (K, C) π
+    pred_probs: np.ndarray  # (K, C) τ
+    confusion_weight: float
+
+    def log_density(self, z: np.ndarray) -> np.ndarray:
+        """log w_s + log N(z; μ_s, σ²_s) for every row and component, (N, K)."""
+        inv = 1.0 / self.variances
+        quad = (z * z) @ inv.T - 2 * z @ (self.means * inv).T + (self.means ** 2 * inv).sum(axis=1)
+        return np.log(self.weights) - 0.5 * (quad + np.log(self.variances).sum(axis=1)
+                                             + z.shape[1] * np.log(2 * np.pi))
+
+    def region(self, z: np.ndarray) -> np.ndarray:
+        """The component whose region each row's embedding falls in."""
+        return self.log_density(z).argmax(axis=1)
+
+
+def _start(z: np.ndarray, labels: np.ndarray, predicted: np.ndarray, n_classes: int, k: int, min_rows: int
+           ) -> np.ndarray:
+    """Initial component of each row, at most ``k``. Confusion cells (y, ŷ) of at least ``min_rows``
+    rows seed one component each, largest first. Then the misclassified rows are clustered by
+    DP-means (Kulis & Jordan 2012: k-means that opens a cluster at a row farther than λ from every
+    centre), λ being where a row stops being plausible under a seeded cell (the 99.9 % point of
+    χ²_d times their typical variance): so a region where the model fails across many cells gets
+    one start of its own, and errors scattered inside the cells get none. Rows outside the seeding
+    cells join the nearest centre."""
+    cell = labels * n_classes + predicted
+    sizes = np.bincount(cell, minlength=n_classes * n_classes)
+    cells = [c for c in np.argsort(-sizes, kind="stable")[:k] if sizes[c] >= min_rows]
+    start = np.full(len(z), -1)
+    for g, c in enumerate(cells):
+        start[cell == c] = g
+    seeded = [start == g for g in range(len(cells))]
+    centres = [z[m].mean(axis=0) for m in seeded] or [z.mean(axis=0)]
+    spread = np.median([z[m].var(axis=0).mean() for m in seeded]) if seeded else z.var(axis=0).mean()
+    radius2 = stats.chi2.ppf(0.999, z.shape[1]) * spread
+    errors = z[(labels != predicted) & (start < 0)]
+    fixed = len(centres)
+    while len(centres) < k and len(errors):
+        d2 = _sq_dist(errors, np.array(centres))
+        if d2.min(axis=1).max() <= radius2:
+            break
+        centres.append(errors[d2.min(axis=1).argmax()])
+        for _ in range(3):  # Lloyd steps move the new centres to the middle of their errors
+            near = _sq_dist(errors, np.array(centres)).argmin(axis=1)
+            for j in range(fixed, len(centres)):
+                if (near == j).any():
+                    centres[j] = errors[near == j].mean(axis=0)
+    if len(centres) > fixed:  # DP clusters too small to hold a slice are dropped
+        near = _sq_dist(errors, np.array(centres)).argmin(axis=1)
+        centres = centres[:fixed] + [c for j, c in enumerate(centres[fixed:], fixed) if (near == j).sum() >= min_rows]
+    if not cells:  # the overall mean stood in for a centre while there was none
+        centres = centres[1:] or centres
+    free = start < 0
+    start[free] = _sq_dist(z[free], np.array(centres)).argmin(axis=1)
+    return start
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * a).sum(axis=1)[:, None] - 2 * a @ b.T + (b * b).sum(axis=1)[None]
+
+
+def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_components: int,
+                confusion_weight: float, min_rows: int = 1, max_iter: int = 100) -> Mixture:
+    """EM for the error-aware mixture, started from the confusion matrix (see the module's text).
+
+    ``min_rows`` is the fewest rows a component may hold: a confusion cell needs as many to seed
+    one, and while any component holds fewer, the smallest is dropped and its rows go to their next
+    best. Too small to be a slice, such components would only split the regions that could be one."""
+    n, d = z.shape
+    n_classes = probs.shape[1]
+    onehot = np.zeros((n, n_classes))
+    onehot[np.arange(n), labels] = 1.0
+    floor = VARIANCE_FLOOR * z.var(axis=0) + 1e-12
+    resp = np.zeros((n, n_components))
+    start = _start(z, labels, probs.argmax(axis=1), n_classes, n_components, min_rows)
+    resp[np.arange(n), start] = 1.0
+    resp = resp[:, resp.sum(axis=0) > 0]
+    previous = -np.inf
+    for _ in range(max_iter):
+        mix = _m_step(z, onehot, probs, resp, floor, confusion_weight)
+        joint = (mix.log_density(z) + confusion_weight * (onehot @ np.log(mix.label_probs).T
+                                                          + probs @ np.log(mix.pred_probs).T))
+        total = logsumexp(joint, axis=1)
+        resp = np.exp(joint - total[:, None])
+        mass = resp.sum(axis=0)
+        if mass.min() < min_rows and len(mass) > 1:
+            resp = np.delete(resp, mass.argmin(), axis=1)
+            resp /= resp.sum(axis=1, keepdims=True)
+            previous = -np.inf
+            continue
+        score = total.mean()
+        if score - previous < TOLERANCE * abs(score):
+            break
+        previous = score
+    return _m_step(z, onehot, probs, resp, floor, confusion_weight)
+
+
+def _m_step(z, onehot, probs, resp, floor, confusion_weight) -> Mixture:
+    mass = resp.sum(axis=0)
+    means = (resp.T @ z) / mass[:, None]
+    variances = np.maximum((resp.T @ (z * z)) / mass[:, None] - means ** 2, 0) + floor
+    c = onehot.shape[1]
+    label_probs = (resp.T @ onehot + SMOOTHING) / (mass[:, None] + c * SMOOTHING)
+    pred_probs = (resp.T @ probs + SMOOTHING) / (mass[:, None] + c * SMOOTHING)
+    return Mixture(mass / mass.sum(), means, variances, label_probs, pred_probs, confusion_weight)
+
+
+@dataclass(frozen=True)
+class RegionCandidates:
+    """Candidate slices from one fitted mixture: each a boolean mask over all rows."""
+
+    masks: list[np.ndarray]
+    component: list[int]
+    label: list[int | None]  # the class a candidate is restricted to, or None for a whole region
+
+
+def region_candidates(mix: Mixture, z: np.ndarray, labels: np.ndarray, errors: np.ndarray,
+                      fit_rows: np.ndarray, min_count: int) -> list[np.ndarray]:
+    """Every component's region, and its part in each class, as boolean masks over all rows: those
+    that hold ``min_count`` rows in all and whose rows in ``fit_rows`` (the half the mixture saw)
+    fail more often than the rest of that half. Identical candidates are kept once."""
+    in_fit = np.zeros(len(z), bool)
+    in_fit[fit_rows] = True
+    fit_rate = errors[in_fit].mean()
+    region = mix.region(z)
+    masks, seen = [], set()
+    for s in np.unique(region):
+        whole = region == s
+        for mask in [whole] + [whole & (labels == k) for k in np.unique(labels[whole])]:
+            seen_in_fit = mask & in_fit
+            if mask.sum() < min_count or not seen_in_fit.any() or errors[seen_in_fit].mean() <= fit_rate:
+                continue
+            key = np.packbits(mask).tobytes()
+            if key not in seen:
+                seen.add(key)
+                masks.append(mask)
+    return masks
