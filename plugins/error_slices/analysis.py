@@ -128,11 +128,26 @@ class _Candidate:
     predicates: tuple[str, ...] = ()
 
 
-def find_slices(embeddings, labels, probs, meta: dict | None = None, *, ids=None, class_names=None,
-                alpha: float = 0.05, min_support: float = 0.005, min_size: int = 10, max_predicates: int = 3,
-                n_components: int = 24, n_pca: int = 16, confusion_weight: float = 1.0,
-                max_slices: int = 10, n_representatives: int = 8, seed: int = 0) -> list[Slice]:
-    """Significant error slices, best first; ``[]`` when none is.
+@dataclass(frozen=True)
+class SliceSearch:
+    """What a search found, how many candidates it examined (and corrected for), and each row's
+    place on the first two principal axes of the embedding (to draw the slices on)."""
+
+    slices: list[Slice]
+    examined: int
+    coords: np.ndarray  # (N, 2)
+
+
+def find_slices(embeddings, labels, probs, meta: dict | None = None, **settings) -> list[Slice]:
+    """Significant error slices, best first; ``[]`` when none is. The settings are ``search``'s."""
+    return search(embeddings, labels, probs, meta, **settings).slices
+
+
+def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, class_names=None,
+           alpha: float = 0.05, min_support: float = 0.005, min_size: int = 10, max_predicates: int = 3,
+           n_components: int = 24, n_pca: int = 16, confusion_weight: float = 1.0,
+           max_slices: int = 10, n_representatives: int = 8, seed: int = 0) -> SliceSearch:
+    """The significant error slices, best first, with what the search examined.
 
     ``embeddings`` (N, D), ``labels`` (N,) and ``probs`` (N, C) are one evaluation's penultimate
     features, true classes and predicted probabilities; ``meta`` maps column names to (N,) columns.
@@ -161,15 +176,12 @@ def find_slices(embeddings, labels, probs, meta: dict | None = None, *, ids=None
                                       confusion_weight=confusion_weight, seed=seed)
         found += candidates
         m += examined
-    if not found:
-        return []
     significant, cutoff = holm([c.p_value for c in found], m, alpha)
-    if not significant.any():
-        return []
     kept = _not_explained([c for c, s in zip(found, significant) if s], errors, cutoff)
     slices = [_describe(c, z, y, p, errors, ids, names, pred, n_representatives) for c in kept]
     rank = [s.ci[0] - s.rest_error_rate for s in slices]
-    return [slices[i] for i in np.argsort(rank, kind="stable")[::-1][:max_slices]]
+    best = [slices[i] for i in np.argsort(rank, kind="stable")[::-1][:max_slices]]
+    return SliceSearch(best, m, np.pad(z[:, :2], ((0, 0), (0, max(0, 2 - z.shape[1])))))
 
 
 def _metadata_candidates(*, pred, errors, min_count, alpha, max_predicates, **_) -> tuple[list[_Candidate], int]:
@@ -197,12 +209,9 @@ def _embedding_candidates(*, z, y, p, errors, min_count, alpha, n_components, co
     k = max(1, min(n_components, len(fit_rows) // max(min_count // 2, 1)))
     mix = mixture.fit_mixture(z[fit_rows], y[fit_rows], p[fit_rows], k, confusion_weight, max(min_count // 4, 1))
     masks = mixture.region_candidates(mix, z, y, errors, fit_rows, min_count)
-    tested = np.zeros(n, bool)
-    tested[test_rows] = True
-    test_errors = errors & tested
-    size = np.array([int((mask & tested).sum()) for mask in masks], np.int64)
-    errs = np.array([int((mask & test_errors).sum()) for mask in masks], np.int64)
-    pv = fisher_greater(errs, size, int(test_errors.sum()), int(tested.sum()), level=alpha)
+    in_test = np.stack(masks)[:, test_rows] if masks else np.zeros((0, len(test_rows)), bool)
+    size, errs = in_test.sum(axis=1), (in_test & errors[test_rows]).sum(axis=1)
+    pv = fisher_greater(errs, size, int(errors[test_rows].sum()), len(test_rows), level=alpha)
     return [_Candidate(masks[i], float(pv[i]), "embedding") for i in np.flatnonzero(pv <= alpha)], len(size)
 
 
@@ -308,3 +317,16 @@ def _representatives(z: np.ndarray, rows: np.ndarray, errors: np.ndarray, k: int
     dist = ((z[rows] - centre) ** 2).sum(axis=1)
     order = np.lexsort((dist, ~failing))
     return rows[order[:k]]
+
+
+def errors_by_value(meta: dict, errors) -> list[tuple[str, int, float]]:
+    """(predicate, rows, error rate) of every value of every metadata column (numbers cut into
+    quantile bins as in the search), worst first: the metadata at a glance, slice or not."""
+    errors = np.asarray(errors, bool)
+    pred = attributes.encode(meta, len(errors), 1)
+    out = []
+    for a, labels in enumerate(pred.labels):
+        size = np.bincount(pred.codes[:, a], minlength=len(labels))
+        wrong = np.bincount(pred.codes[:, a], weights=errors, minlength=len(labels))
+        out += [(labels[v], int(size[v]), float(wrong[v] / size[v])) for v in np.flatnonzero(size)]
+    return sorted(out, key=lambda r: (-r[2], r[0]))

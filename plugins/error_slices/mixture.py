@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import stats
-from scipy.special import logsumexp
 
 VARIANCE_FLOOR = 1e-3  # relative to each dimension's overall variance: no component collapses on a point
 SMOOTHING = 0.1  # pseudo-count of every class in a component's label and prediction distributions
@@ -37,12 +37,13 @@ TOLERANCE = 1e-4  # stop when the mean log-likelihood per row improves by less
 def principal_components(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores (N, k), components (k, D), mean (D,)): the top-k principal directions of ``x``, from
     the covariance's eigenvectors; each sign fixed so its largest loading is positive, so the same
-    data always give the same picture."""
+    data always give the same picture. (A small eigenproblem in torch: numpy's multithreaded LAPACK
+    took several milliseconds for it beside a training process.)"""
     mean = x.mean(axis=0, dtype=np.float64)
     centred = x - mean.astype(x.dtype)
     cov = (centred.T @ centred).astype(np.float64) / max(len(x) - 1, 1)
-    values, vectors = np.linalg.eigh(cov)
-    top = vectors[:, ::-1][:, :k].T
+    vectors = torch.linalg.eigh(torch.from_numpy(cov))[1].numpy()  # torch's LAPACK keeps to torch's threads
+    top = vectors[:, ::-1][:, :k].T.copy()
     top *= np.sign(top[np.arange(len(top)), np.abs(top).argmax(axis=1)])[:, None]
     return (centred @ top.T.astype(x.dtype)).astype(np.float64), top, mean
 
@@ -117,16 +118,17 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_componen
                 confusion_weight: float, min_rows: int = 1, max_iter: int = 100) -> Mixture:
     """EM for the error-aware mixture, started from the confusion matrix (see the module's text).
 
-    ``min_rows`` is the fewest rows a component may hold: a confusion cell needs as many to seed
-    one, and while any component holds fewer, the smallest is dropped and its rows go to their next
-    best. Too small to be a slice, such components would only split the regions that could be one."""
+    ``min_rows`` is the fewest rows a component may hold: while any holds fewer, the smallest is
+    dropped and its rows go to their next best. Too small to be a slice, such components would only
+    split the regions that could be one. A confusion cell (or a cluster of errors) needs twice as
+    many rows to seed a component."""
     n, d = z.shape
     n_classes = probs.shape[1]
     onehot = np.zeros((n, n_classes))
     onehot[np.arange(n), labels] = 1.0
     floor = VARIANCE_FLOOR * z.var(axis=0) + 1e-12
     resp = np.zeros((n, n_components))
-    start = _start(z, labels, probs.argmax(axis=1), n_classes, n_components, min_rows)
+    start = _start(z, labels, probs.argmax(axis=1), n_classes, n_components, 2 * min_rows)
     resp[np.arange(n), start] = 1.0
     resp = resp[:, resp.sum(axis=0) > 0]
     previous = -np.inf
@@ -134,8 +136,11 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_componen
         mix = _m_step(z, onehot, probs, resp, floor, confusion_weight)
         joint = (mix.log_density(z) + confusion_weight * (onehot @ np.log(mix.label_probs).T
                                                           + probs @ np.log(mix.pred_probs).T))
-        total = logsumexp(joint, axis=1)
-        resp = np.exp(joint - total[:, None])
+        top = joint.max(axis=1, keepdims=True)
+        resp = np.exp(joint - top)
+        norm = resp.sum(axis=1, keepdims=True)
+        resp /= norm
+        total = (top + np.log(norm)).ravel()
         mass = resp.sum(axis=0)
         if mass.min() < min_rows and len(mass) > 1:
             resp = np.delete(resp, mass.argmin(), axis=1)
@@ -173,19 +178,21 @@ def region_candidates(mix: Mixture, z: np.ndarray, labels: np.ndarray, errors: n
     """Every component's region, and its part in each class, as boolean masks over all rows: those
     that hold ``min_count`` rows in all and whose rows in ``fit_rows`` (the half the mixture saw)
     fail more often than the rest of that half. Identical candidates are kept once."""
+    region = mix.region(z)
+    k, c = len(mix.weights), int(labels.max()) + 1
     in_fit = np.zeros(len(z), bool)
     in_fit[fit_rows] = True
     fit_rate = errors[in_fit].mean()
-    region = mix.region(z)
-    masks, seen = [], set()
-    for s in np.unique(region):
-        whole = region == s
-        for mask in [whole] + [whole & (labels == k) for k in np.unique(labels[whole])]:
-            seen_in_fit = mask & in_fit
-            if mask.sum() < min_count or not seen_in_fit.any() or errors[seen_in_fit].mean() <= fit_rate:
-                continue
-            key = np.packbits(mask).tobytes()
-            if key not in seen:
-                seen.add(key)
-                masks.append(mask)
+    # sizes and fit-half error counts of every region (column 0) and region-and-class (1 + class)
+    code = region * (c + 1) + 1 + labels
+    shape = (k, c + 1)
+    size = np.bincount(code, minlength=k * (c + 1)).reshape(shape)
+    fit_size = np.bincount(code[in_fit], minlength=k * (c + 1)).reshape(shape)
+    fit_err = np.bincount(code[in_fit], weights=errors[in_fit], minlength=k * (c + 1)).reshape(shape)
+    size[:, 0], fit_size[:, 0], fit_err[:, 0] = size.sum(axis=1), fit_size.sum(axis=1), fit_err.sum(axis=1)
+    keep = (size >= min_count) & (fit_size > 0) & (fit_err > fit_rate * fit_size)
+    keep[:, 1:] &= size[:, 1:] < size[:, :1]  # a region all of one class is kept once, as the region
+    masks = []
+    for s, j in zip(*np.nonzero(keep)):
+        masks.append(region == s if j == 0 else (region == s) & (labels == j - 1))
     return masks

@@ -3,7 +3,7 @@ Holm's correction over every candidate examined, Wilson intervals, and a devianc
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 Z_95 = 1.959963984540054
 SCREEN_MARGIN = 3.0  # a normal approximation must put p below this many times the level to earn an exact p
@@ -32,7 +32,7 @@ def fisher_greater(errors, size, total_errors: int, total: int, level: float | N
         var = n * rate * (1 - rate) * (total - n) / max(total - 1, 1)  # hypergeometric variance
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (e - n * rate) / np.sqrt(var)
-        exact = np.flatnonzero((var > 0) & (z >= stats.norm.isf(min(0.5, SCREEN_MARGIN * level))))
+        exact = np.flatnonzero((var > 0) & (z >= special.ndtri(1 - min(0.5, SCREEN_MARGIN * level))))
     p[exact] = stats.hypergeom.sf(e[exact] - 1, total, total_errors, n[exact])
     return p
 
