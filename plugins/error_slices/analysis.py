@@ -39,6 +39,7 @@ PURE_CLASS = 0.9  # a slice is "true k" when this share of its rows has label k
 CONFUSION_SHARE = 0.5  # ... and "predicted j" when this share of its errors was predicted j
 ENRICHED_SHARE, ENRICHED_LIFT = 0.5, 2.0  # a predicate describes a slice holding it this often and this much more
 MAX_FIT_ROWS = 20_000  # rows the mixture is fitted on at most: enough for slices of 1 % support
+MAX_KEPT_CHECKED = 200  # significant candidates weighed for redundancy, strongest first (a bound on the cost)
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,16 @@ def _array(x, name: str) -> np.ndarray:
 
 
 def _checked(embeddings, labels, probs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    z, y, p = _array(embeddings, "embeddings"), _array(labels, "labels"), _array(probs, "probs")
-    if z.ndim != 2 or len(z) < 2:
-        raise ValueError(f"embeddings: got shape {z.shape}, expected (N, D) with N >= 2 rows")
-    if p.ndim != 2 or p.shape[0] != len(z) or p.shape[1] < 2:
-        raise ValueError(f"probs: got shape {p.shape}, expected ({len(z)}, C) with C >= 2 classes")
-    if y.shape != (len(z),) or y.dtype.kind not in "iu":
-        raise ValueError(f"labels: got shape {y.shape} and dtype {y.dtype}, expected ({len(z)},) integers")
+    """(embeddings, labels, probs) as arrays; embeddings (N, 0) when not given."""
+    y, p = _array(labels, "labels"), _array(probs, "probs")
+    if p.ndim != 2 or len(p) < 2 or p.shape[1] < 2:
+        raise ValueError(f"probs: got shape {p.shape}, expected (N, C) with N >= 2 rows and C >= 2 classes")
+    n = len(p)
+    z = np.zeros((n, 0), np.float32) if embeddings is None else _array(embeddings, "embeddings")
+    if z.ndim != 2 or len(z) != n:
+        raise ValueError(f"embeddings: got shape {z.shape}, expected ({n}, D), one row per row of probs")
+    if y.shape != (n,) or y.dtype.kind not in "iu":
+        raise ValueError(f"labels: got shape {y.shape} and dtype {y.dtype}, expected ({n},) integers")
     if y.min() < 0 or y.max() >= p.shape[1]:
         raise ValueError(f"labels: got values in [{y.min()}, {y.max()}], expected classes in [0, {p.shape[1] - 1}]")
     for name, a in (("embeddings", z), ("probs", p)):
@@ -151,6 +155,7 @@ def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, cla
 
     ``embeddings`` (N, D), ``labels`` (N,) and ``probs`` (N, C) are one evaluation's penultimate
     features, true classes and predicted probabilities; ``meta`` maps column names to (N,) columns.
+    ``embeddings=None`` searches the metadata alone.
     A slice needs ``min_support`` of the rows and at least ``min_size``. ``alpha`` bounds the chance
     of reporting any slice that is not one, over every candidate examined. ``confusion_weight``
     weighs the mixture's label and prediction terms against its embedding term. ``seed`` fixes the
@@ -166,7 +171,8 @@ def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, cla
     names = [str(c) for c in class_names] if class_names is not None else [str(c) for c in range(p.shape[1])]
     errors = p.argmax(axis=1) != y
     min_count = max(int(min_size), math.ceil(min_support * n))
-    z = mixture.principal_components(z_raw, min(n_pca, z_raw.shape[1], n - 1))[0]
+    z = mixture.principal_components(z_raw, min(n_pca, z_raw.shape[1], n - 1))[0] if z_raw.shape[1] else \
+        z_raw.astype(np.float64)
     pred = attributes.encode(meta or {}, n, min_count)
 
     found, m = [], 0
@@ -202,6 +208,8 @@ def _embedding_candidates(*, z, y, p, errors, min_count, alpha, n_components, co
                           **_) -> tuple[list[_Candidate], int]:
     """Regions of the error-aware mixture fitted on one half, tested on the other half."""
     n = len(y)
+    if not z.shape[1]:
+        return [], 0
     order = np.random.default_rng(seed).permutation(n)
     fit_rows, test_rows = np.sort(order[:n // 2]), np.sort(order[n // 2:])
     if len(fit_rows) > MAX_FIT_ROWS:
@@ -224,39 +232,35 @@ def _worse(a: np.ndarray, b: np.ndarray, errors: np.ndarray, level: float) -> bo
     return fisher_greater([ea], [na], ea + eb, na + nb)[0] <= level
 
 
-def _explains(others: np.ndarray, a: np.ndarray, errors: np.ndarray, level: float) -> bool:
-    """Do the slices whose union is ``others`` account for the excess error of slice ``a``? They
-    do when the rows ``a`` adds to them fail no more than the rows in neither, and the rows ``a``
-    shares with them fail no more than the rest of them. So a parent is explained by a child holding
-    all its excess error, a child no worse than its parent by the parent, and a near-duplicate by
-    its twin (with whatever other slices its stray rows belong to).
+def _explains(others: list[np.ndarray], a: np.ndarray, errors: np.ndarray, level: float) -> bool:
+    """Do the slices ``others`` account for the excess error of slice ``a``? Rows are grouped by
+    which of the others they belong to (none, the first only, the first and the second, ...); they
+    do when in no group the rows of ``a`` fail significantly more than the group's other rows. So a
+    parent is explained by a child holding all its excess error, a child no worse than its parent by
+    the parent, and a near-duplicate by its twin (with whatever other slices its stray rows are in).
 
     ``level`` is the p-value that made a candidate significant in the search: a remainder must
     pass the same bar to count as a slice of its own. (At a plain 0.05 the best of thousands of
     overlapping candidates would keep a remainder whose only excess is the noise it was chosen for.)"""
-    outside = ~(a | others)
-    return not _worse(a & ~others, outside, errors, level) and not _worse(a & others, others & ~a, errors, level)
-
-
-def _union(masks: list[np.ndarray], n: int) -> np.ndarray:
-    return np.logical_or.reduce(masks) if masks else np.zeros(n, bool)
+    pattern = np.zeros(len(a), np.int64)
+    for j, mask in enumerate(others):
+        pattern |= mask.astype(np.int64) << j
+    return not any(_worse(a & (pattern == g), ~a & (pattern == g), errors, level) for g in np.unique(pattern[a]))
 
 
 def _not_explained(candidates: list[_Candidate], errors: np.ndarray, level: float) -> list[_Candidate]:
     """The candidates that the others kept do not explain, taken strongest evidence first (shorter
     descriptions first among equals); a kept one that a later one explains (with the rest) goes."""
-    total, total_errors, n = len(errors), int(errors.sum()), len(errors)
     strength = excess_deviance([int(errors[c.mask].sum()) for c in candidates],
-                               [int(c.mask.sum()) for c in candidates], total_errors, total)
+                               [int(c.mask.sum()) for c in candidates], int(errors.sum()), len(errors))
     order = sorted(range(len(candidates)), key=lambda i: (-strength[i], len(candidates[i].predicates)))
     kept: list[_Candidate] = []
-    for i in order:
+    for i in order[:MAX_KEPT_CHECKED]:
         c = candidates[i]
-        if _explains(_union([k.mask for k in kept], n), c.mask, errors, level):
+        if _explains([k.mask for k in kept], c.mask, errors, level):
             continue
         kept.append(c)
-        kept = [k for k in kept if k is c or not _explains(
-            _union([o.mask for o in kept if o is not k], n), k.mask, errors, level)]
+        kept = [k for k in kept if k is c or not _explains([o.mask for o in kept if o is not k], k.mask, errors, level)]
     return kept
 
 
@@ -292,7 +296,9 @@ def _enrichment(pred: attributes.Predicates, mask: np.ndarray) -> tuple[tuple[st
 
 
 def _words(c: _Candidate, y, errors, predicted, names, enrichment) -> str:
-    """"site = 4 and device = 1", "true 2, predicted 3", "true 2, predicted 3; mostly site = 4"."""
+    """"site = 4 and device = 1", "true 2, predicted 3", "true 2, predicted 3; mostly site = 4", or for
+    a region that neither its classes nor the metadata describe, "mixed classes in one region of the
+    embedding"."""
     labels = np.bincount(y, minlength=len(names))
     parts = []
     if labels.max() >= PURE_CLASS * len(y):
@@ -305,7 +311,7 @@ def _words(c: _Candidate, y, errors, predicted, names, enrichment) -> str:
     if c.predicates:
         return " and ".join(c.predicates) + (f" ({confusion})" if confusion else "")
     mostly = " and ".join(e[0] for e in enrichment[:2])
-    text = confusion or "mixed classes"
+    text = confusion or "mixed classes in one region of the embedding"
     return f"{text}; mostly {mostly}" if mostly else text
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import special
 
 VARIANCE_FLOOR = 1e-3  # relative to each dimension's overall variance: no component collapses on a point
 SMOOTHING = 0.1  # pseudo-count of every class in a component's label and prediction distributions
@@ -81,13 +81,18 @@ def _start(z: np.ndarray, labels: np.ndarray, predicted: np.ndarray, n_classes: 
     cell = labels * n_classes + predicted
     sizes = np.bincount(cell, minlength=n_classes * n_classes)
     cells = [c for c in np.argsort(-sizes, kind="stable")[:k] if sizes[c] >= min_rows]
-    start = np.full(len(z), -1)
-    for g, c in enumerate(cells):
-        start[cell == c] = g
-    seeded = [start == g for g in range(len(cells))]
-    centres = [z[m].mean(axis=0) for m in seeded] or [z.mean(axis=0)]
-    spread = np.median([z[m].var(axis=0).mean() for m in seeded]) if seeded else z.var(axis=0).mean()
-    radius2 = stats.chi2.ppf(0.999, z.shape[1]) * spread
+    group_of = np.full(n_classes * n_classes, -1)
+    group_of[cells] = np.arange(len(cells))
+    start = group_of[cell]
+    if cells:
+        onehot = (start[:, None] == np.arange(len(cells))).astype(z.dtype)
+        counts = onehot.sum(axis=0)[:, None]
+        means = onehot.T @ z / counts
+        spread = np.median((onehot.T @ (z * z) / counts - means ** 2).mean(axis=1))
+        centres = list(means)
+    else:
+        centres, spread = [z.mean(axis=0)], z.var(axis=0).mean()
+    radius2 = special.chdtri(z.shape[1], 0.001) * spread  # the 99.9 % point of χ²_d, scaled
     errors = z[(labels != predicted) & (start < 0)]
     fixed = len(centres)
     while len(centres) < k and len(errors):
