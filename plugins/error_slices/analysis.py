@@ -29,11 +29,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from . import attributes, mixture
-from .stats import excess_deviance, fisher_greater, holm, wilson_interval
+from .stats import excess_deviance, fisher_greater, holm, might_reach, wilson_interval
 
 PURE_CLASS = 0.9  # a slice is "true k" when this share of its rows has label k
 CONFUSION_SHARE = 0.5  # ... and "predicted j" when this share of its errors was predicted j
@@ -133,6 +134,30 @@ class _Candidate:
 
 
 @dataclass(frozen=True)
+class _Tested:
+    """One path's candidates, as counts on the rows each is tested on, and a way to get each one's
+    members (built only for the few that turn out significant)."""
+
+    size: np.ndarray
+    errors: np.ndarray
+    total: int
+    total_errors: int
+    source: str
+    members: Callable[[int], np.ndarray]
+    words: Callable[[int], tuple[str, ...]] = lambda i: ()
+
+    def might_reach(self, level: float) -> np.ndarray:
+        return might_reach(self.errors, self.size, self.total_errors, self.total, level)
+
+    def p_values(self, level: float, sure_below: float) -> np.ndarray:
+        return fisher_greater(self.errors, self.size, self.total_errors, self.total, level=level,
+                              sure_below=sure_below)
+
+    def exact_p(self, i: int) -> float:
+        return float(fisher_greater(self.errors[i:i + 1], self.size[i:i + 1], self.total_errors, self.total)[0])
+
+
+@dataclass(frozen=True)
 class SliceSearch:
     """What a search found, how many candidates it examined (and corrected for), and each row's
     place on the first two principal axes of the embedding (to draw the slices on)."""
@@ -175,52 +200,51 @@ def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, cla
         z_raw.astype(np.float64)
     pred = attributes.encode(meta or {}, n, min_count)
 
-    found, m = [], 0
-    for search in (_metadata_candidates, _embedding_candidates):
-        candidates, examined = search(z=z, y=y, p=p, errors=errors, pred=pred, min_count=min_count,
-                                      alpha=alpha, max_predicates=max_predicates, n_components=n_components,
-                                      confusion_weight=confusion_weight, seed=seed)
-        found += candidates
-        m += examined
-    significant, cutoff = holm([c.p_value for c in found], m, alpha)
-    kept = _not_explained([c for c, s in zip(found, significant) if s], errors, cutoff)
+    tested = [_metadata_candidates(pred, errors, min_count, max_predicates),
+              _embedding_candidates(z, y, p, errors, min_count, n_components, confusion_weight, seed)]
+    m = sum(len(t.size) for t in tested)
+    # Holm can reject only candidates that might reach p <= alpha; if there are r of them, no
+    # rejection has a threshold above alpha / (m - r + 1), so p-values above it need not be exact
+    reachable = sum(int(t.might_reach(alpha).sum()) for t in tested)
+    p_values = [t.p_values(alpha / max(m - reachable + 1, 1), alpha / max(m, 1)) for t in tested]
+    significant, cutoff = holm(np.concatenate(p_values), m, alpha)
+    found, start = [], 0
+    for t, pv in zip(tested, p_values):
+        found += [_Candidate(t.members(i), t.exact_p(i), t.source, t.words(i))
+                  for i in np.flatnonzero(significant[start:start + len(pv)])]
+        start += len(pv)
+    kept = _not_explained(found, errors, cutoff)
     slices = [_describe(c, z, y, p, errors, ids, names, pred, n_representatives) for c in kept]
     rank = [s.ci[0] - s.rest_error_rate for s in slices]
     best = [slices[i] for i in np.argsort(rank, kind="stable")[::-1][:max_slices]]
     return SliceSearch(best, m, np.pad(z[:, :2], ((0, 0), (0, max(0, 2 - z.shape[1])))))
 
 
-def _metadata_candidates(*, pred, errors, min_count, alpha, max_predicates, **_) -> tuple[list[_Candidate], int]:
-    """Conjunctions of predicates, each tested on all rows; returns (candidates below ``alpha``,
-    how many were examined)."""
-    if not pred.names:
-        return [], 0
+def _metadata_candidates(pred: attributes.Predicates, errors: np.ndarray, min_count: int,
+                         max_predicates: int) -> _Tested:
+    """Conjunctions of predicates, each tested on all rows."""
     cells = attributes.search(pred, errors, min_count, max_predicates)
-    total, total_errors = len(errors), int(errors.sum())
-    pv = fisher_greater(cells.errors, cells.size, total_errors, total, level=alpha)
-    out = [_Candidate(pred.mask(cells.columns[i], cells.values[i]), float(pv[i]), "metadata",
-                      tuple(pred.words(cells.columns[i], cells.values[i])))
-           for i in np.flatnonzero(pv <= alpha)]
-    return out, len(cells)
+    return _Tested(cells.size, cells.errors, len(errors), int(errors.sum()), "metadata",
+                   lambda i: pred.mask(cells.columns[i], cells.values[i]),
+                   lambda i: tuple(pred.words(cells.columns[i], cells.values[i])))
 
 
-def _embedding_candidates(*, z, y, p, errors, min_count, alpha, n_components, confusion_weight, seed,
-                          **_) -> tuple[list[_Candidate], int]:
+def _embedding_candidates(z: np.ndarray, y: np.ndarray, p: np.ndarray, errors: np.ndarray, min_count: int,
+                          n_components: int, confusion_weight: float, seed: int) -> _Tested:
     """Regions of the error-aware mixture fitted on one half, tested on the other half."""
     n = len(y)
-    if not z.shape[1]:
-        return [], 0
     order = np.random.default_rng(seed).permutation(n)
     fit_rows, test_rows = np.sort(order[:n // 2]), np.sort(order[n // 2:])
-    if len(fit_rows) > MAX_FIT_ROWS:
-        fit_rows = np.sort(np.random.default_rng(seed + 1).choice(fit_rows, MAX_FIT_ROWS, replace=False))
-    k = max(1, min(n_components, len(fit_rows) // max(min_count // 2, 1)))
-    mix = mixture.fit_mixture(z[fit_rows], y[fit_rows], p[fit_rows], k, confusion_weight, max(min_count // 4, 1))
-    masks = mixture.region_candidates(mix, z, y, errors, fit_rows, min_count)
+    masks = []
+    if z.shape[1]:
+        if len(fit_rows) > MAX_FIT_ROWS:
+            fit_rows = np.sort(np.random.default_rng(seed + 1).choice(fit_rows, MAX_FIT_ROWS, replace=False))
+        k = max(1, min(n_components, len(fit_rows) // max(min_count // 2, 1)))
+        mix = mixture.fit_mixture(z[fit_rows], y[fit_rows], p[fit_rows], k, confusion_weight, max(min_count // 4, 1))
+        masks = mixture.region_candidates(mix, z, y, errors, fit_rows, min_count)
     in_test = np.stack(masks)[:, test_rows] if masks else np.zeros((0, len(test_rows)), bool)
-    size, errs = in_test.sum(axis=1), (in_test & errors[test_rows]).sum(axis=1)
-    pv = fisher_greater(errs, size, int(errors[test_rows].sum()), len(test_rows), level=alpha)
-    return [_Candidate(masks[i], float(pv[i]), "embedding") for i in np.flatnonzero(pv <= alpha)], len(size)
+    return _Tested(in_test.sum(axis=1), (in_test & errors[test_rows]).sum(axis=1), len(test_rows),
+                   int(errors[test_rows].sum()), "embedding", lambda i: masks[i])
 
 
 def _worse(a: np.ndarray, b: np.ndarray, errors: np.ndarray, level: float) -> bool:
@@ -288,8 +312,8 @@ def _enrichment(pred: attributes.Predicates, mask: np.ndarray) -> tuple[tuple[st
     """Predicates that most slice rows hold and that are much more common in the slice than overall."""
     out = []
     for a, labels in enumerate(pred.labels):
-        inside = np.bincount(pred.codes[mask, a][pred.codes[mask, a] >= 0], minlength=len(labels)) / mask.sum()
-        overall = np.bincount(pred.codes[:, a][pred.codes[:, a] >= 0], minlength=len(labels)) / len(mask)
+        inside = np.bincount(pred.codes[a, mask][pred.codes[a, mask] >= 0], minlength=len(labels)) / mask.sum()
+        overall = np.bincount(pred.codes[a][pred.codes[a] >= 0], minlength=len(labels)) / len(mask)
         for v in np.flatnonzero((inside >= ENRICHED_SHARE) & (inside >= ENRICHED_LIFT * overall)):
             out.append((labels[v], float(inside[v]), float(overall[v])))
     return tuple(sorted(out, key=lambda e: -e[1] / e[2]))
@@ -332,7 +356,7 @@ def errors_by_value(meta: dict, errors) -> list[tuple[str, int, float]]:
     pred = attributes.encode(meta, len(errors), 1)
     out = []
     for a, labels in enumerate(pred.labels):
-        size = np.bincount(pred.codes[:, a], minlength=len(labels))
-        wrong = np.bincount(pred.codes[:, a], weights=errors, minlength=len(labels))
+        size = np.bincount(pred.codes[a], minlength=len(labels))
+        wrong = np.bincount(pred.codes[a], weights=errors, minlength=len(labels))
         out += [(labels[v], int(size[v]), float(wrong[v] / size[v])) for v in np.flatnonzero(size)]
     return sorted(out, key=lambda r: (-r[2], r[0]))

@@ -21,11 +21,11 @@ DENSE_CELLS_PER_ROW = 4  # count cells with bincount while there are at most thi
 
 @dataclass(frozen=True)
 class Predicates:
-    """Metadata as integer codes: ``codes[i, a]`` is row i's value of column a, -1 where that value
+    """Metadata as integer codes: ``codes[a, i]`` is row i's value of column a, -1 where that value
     is too rare to be part of any slice; ``labels[a][code]`` says the predicate in words."""
 
     names: tuple[str, ...]
-    codes: np.ndarray  # (N, A) int32
+    codes: np.ndarray  # (A, N) int32: one contiguous row per column
     labels: tuple[tuple[str, ...], ...]
 
     @property
@@ -34,10 +34,10 @@ class Predicates:
 
     def mask(self, columns, values) -> np.ndarray:
         """Rows where every predicate ``(columns[j], values[j])`` holds (-1 columns are unused)."""
-        m = np.ones(len(self.codes), bool)
+        m = np.ones(self.codes.shape[1], bool)
         for a, v in zip(columns, values):
             if a >= 0:
-                m &= self.codes[:, a] == v
+                m &= self.codes[a] == v
         return m
 
     def words(self, columns, values) -> list[str]:
@@ -91,7 +91,7 @@ def encode(meta: dict[str, np.ndarray], n_rows: int, min_count: int) -> Predicat
         c, lab = _encode_column(str(name), col, min_count)
         if lab:
             names.append(str(name)), codes.append(c), labels.append(tuple(lab))
-    stacked = np.stack(codes, axis=1) if codes else np.zeros((n_rows, 0), np.int32)
+    stacked = np.stack(codes) if codes else np.zeros((0, n_rows), np.int32)
     return Predicates(tuple(names), stacked, tuple(labels))
 
 
@@ -111,39 +111,44 @@ class Conjunctions:
         return (self.columns >= 0).sum(axis=1)
 
 
-def _cells(codes: np.ndarray, errors: np.ndarray, cards: np.ndarray):
-    """(cell index, size, errors) of every non-empty cell of these columns' value combinations."""
-    valid = (codes >= 0).all(axis=1)
-    strides = np.cumprod(np.r_[1, cards[:0:-1]])[::-1]
-    combined = codes[valid].astype(np.int64) @ strides
-    err = errors[valid]
-    n_cells = int(np.prod(cards))
-    if n_cells <= DENSE_CELLS_PER_ROW * max(len(combined), 1):
-        size = np.bincount(combined, minlength=n_cells)
-        cells = np.flatnonzero(size)
-        return cells, size[cells], np.bincount(combined, weights=err, minlength=n_cells)[cells]
-    cells, inverse = np.unique(combined, return_inverse=True)
-    return cells, np.bincount(inverse), np.bincount(inverse, weights=err)
-
-
 def search(pred: Predicates, errors: np.ndarray, min_count: int, max_predicates: int = 3) -> Conjunctions:
     """Size and errors of every conjunction of up to ``max_predicates`` predicates on distinct
-    columns that holds for at least ``min_count`` rows."""
-    cards = pred.cardinalities
-    err = errors.astype(np.float64)
+    columns that holds for at least ``min_count`` rows.
+
+    A set of columns is counted by one ``bincount`` of its combined code, built from the code of
+    the same set without its last column; a rare value (code -1) becomes a cell of its own that is
+    dropped, so no row mask is ever made."""
+    cards = pred.cardinalities + 1  # the extra value: too rare to be in a slice
+    coded = [np.where(c < 0, k - 1, c).astype(np.int64) for c, k in zip(pred.codes, cards)]
+    weights = errors.astype(np.float64)
     cols, vals, sizes, errs = [], [], [], []
+    combined: dict[tuple[int, ...], np.ndarray] = {(): np.zeros(len(errors), np.int64)}
     for level in range(1, min(max_predicates, len(cards)) + 1):
         for combo in combinations(range(len(cards)), level):
-            combo = list(combo)
-            cells, size, e = _cells(pred.codes[:, combo], err, cards[combo])
-            keep = size >= min_count
-            if not keep.any():
+            code = combined[combo[:-1]] * cards[combo[-1]] + coded[combo[-1]]
+            if level < max_predicates:
+                combined[combo] = code
+            shape = tuple(cards[list(combo)])
+            n_cells = int(np.prod(shape))
+            if n_cells <= DENSE_CELLS_PER_ROW * len(code):
+                size = np.bincount(code, minlength=n_cells)
+                cells = np.flatnonzero(size >= min_count)
+                size, e = size[cells], np.bincount(code, weights=weights, minlength=n_cells)[cells]
+            else:
+                cells, inverse = np.unique(code, return_inverse=True)
+                size, e = np.bincount(inverse), np.bincount(inverse, weights=weights)
+                keep = size >= min_count
+                cells, size, e = cells[keep], size[keep], e[keep]
+            values = np.stack(np.unravel_index(cells, shape), axis=1)
+            supported = (values < np.array(shape) - 1).all(axis=1)  # no rare value among its predicates
+            if not supported.any():
                 continue
-            values = np.stack(np.unravel_index(cells[keep], tuple(cards[combo])), axis=1)
             pad = max_predicates - level
-            vals.append(np.pad(values, ((0, 0), (0, pad)), constant_values=-1))
-            cols.append(np.pad(np.tile(combo, (len(values), 1)), ((0, 0), (0, pad)), constant_values=-1))
-            sizes.append(size[keep]), errs.append(np.rint(e[keep]).astype(np.int64))
+            vals.append(np.pad(values[supported], ((0, 0), (0, pad)), constant_values=-1))
+            cols.append(np.pad(np.tile(combo, (int(supported.sum()), 1)), ((0, 0), (0, pad)), constant_values=-1))
+            sizes.append(size[supported]), errs.append(np.rint(e[supported]).astype(np.int64))
+        for combo in [c for c in combined if len(c) == level - 1 and c]:
+            del combined[combo]  # a level's codes are needed by the next level only
     if not sizes:
         empty = np.zeros((0, max_predicates), np.int64)
         return Conjunctions(empty, empty, np.zeros(0, np.int64), np.zeros(0, np.int64))
