@@ -9,7 +9,7 @@ y and its predicted probabilities p̂ as drawn from one of K components:
 so that components gather rows that sit together *and* share a label and a prediction: an error
 slice ("true 2, predicted 3") gets a component of its own even where its embeddings lie close to
 correctly predicted rows. Components start from the confusion matrix (each large cell (y, ŷ)
-seeds one) and from clusters of misclassified rows far from every cell (DP-means over the errors),
+seeds one) and from dense groups of misclassified rows far from every cell (leader clustering),
 so both a concentrated confusion and a region that fails across classes have a component from the
 first iteration instead of waiting for a random start to wander there. The fit is deterministic.
 
@@ -32,6 +32,7 @@ from scipy import special
 VARIANCE_FLOOR = 1e-3  # relative to each dimension's overall variance: no component collapses on a point
 SMOOTHING = 0.1  # pseudo-count of every class in a component's label and prediction distributions
 TOLERANCE = 1e-4  # stop when the mean log-likelihood per row improves by less
+MAX_STRAY_ERRORS = 4000  # misclassified rows outside the seeding cells weighed for seeds at most
 
 
 def principal_components(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,12 +73,12 @@ class Mixture:
 def _start(z: np.ndarray, labels: np.ndarray, predicted: np.ndarray, n_classes: int, k: int, min_rows: int
            ) -> np.ndarray:
     """Initial component of each row, at most ``k``. Confusion cells (y, ŷ) of at least ``min_rows``
-    rows seed one component each, largest first. Then the misclassified rows are clustered by
-    DP-means (Kulis & Jordan 2012: k-means that opens a cluster at a row farther than λ from every
-    centre), λ being where a row stops being plausible under a seeded cell (the 99.9 % point of
-    χ²_d times their typical variance): so a region where the model fails across many cells gets
-    one start of its own, and errors scattered inside the cells get none. Rows outside the seeding
-    cells join the nearest centre."""
+    rows seed one component each, largest first. Then misclassified rows that no cell explains
+    (farther from every cell's centre than λ, the 99.9 % point of χ²_d times the cells' typical
+    variance) seed one component per dense group: the row with the most such errors within λ of it,
+    while it has ``min_rows``, takes them as its group, and so on (leader clustering with a minimum
+    density). So a region where the model fails across many cells gets one start of its own, and
+    errors scattered inside the cells or alone get none. The other rows join the nearest centre."""
     cell = labels * n_classes + predicted
     sizes = np.bincount(cell, minlength=n_classes * n_classes)
     cells = [c for c in np.argsort(-sizes, kind="stable")[:k] if sizes[c] >= min_rows]
@@ -91,27 +92,25 @@ def _start(z: np.ndarray, labels: np.ndarray, predicted: np.ndarray, n_classes: 
         spread = np.median((onehot.T @ (z * z) / counts - means ** 2).mean(axis=1))
         centres = list(means)
     else:
-        centres, spread = [z.mean(axis=0)], z.var(axis=0).mean()
+        centres, spread = [], z.var(axis=0).mean()
     radius2 = special.chdtri(z.shape[1], 0.001) * spread  # the 99.9 % point of χ²_d, scaled
-    errors = z[(labels != predicted) & (start < 0)]
-    fixed = len(centres)
-    while len(centres) < k and len(errors):
-        d2 = _sq_dist(errors, np.array(centres))
-        if d2.min(axis=1).max() <= radius2:
+    stray = z[(labels != predicted) & (start < 0)][:MAX_STRAY_ERRORS]
+    if centres and len(stray):
+        stray = stray[_sq_dist(stray, np.array(centres)).min(axis=1) > radius2]
+    near = _sq_dist(stray, stray) <= radius2
+    free = np.ones(len(stray), bool)
+    while len(centres) < k and free.any():
+        density = (near & free).sum(axis=1) * free
+        leader = int(density.argmax())
+        if density[leader] < min_rows:
             break
-        centres.append(errors[d2.min(axis=1).argmax()])
-        for _ in range(3):  # Lloyd steps move the new centres to the middle of their errors
-            near = _sq_dist(errors, np.array(centres)).argmin(axis=1)
-            for j in range(fixed, len(centres)):
-                if (near == j).any():
-                    centres[j] = errors[near == j].mean(axis=0)
-    if len(centres) > fixed:  # DP clusters too small to hold a slice are dropped
-        near = _sq_dist(errors, np.array(centres)).argmin(axis=1)
-        centres = centres[:fixed] + [c for j, c in enumerate(centres[fixed:], fixed) if (near == j).sum() >= min_rows]
-    if not cells:  # the overall mean stood in for a centre while there was none
-        centres = centres[1:] or centres
-    free = start < 0
-    start[free] = _sq_dist(z[free], np.array(centres)).argmin(axis=1)
+        group = near[leader] & free
+        centres.append(stray[group].mean(axis=0))
+        free &= ~group
+    if not centres:
+        return np.zeros(len(z), np.intp)
+    unassigned = start < 0
+    start[unassigned] = _sq_dist(z[unassigned], np.array(centres)).argmin(axis=1)
     return start
 
 
