@@ -237,3 +237,23 @@ def test_real_runs_with_nothing_planted_report_nothing(tmp_path):
         run, _ = train(tmp_path, seed, planted=False)
         _, rows = run.series("error_slices/slices")
         assert rows[-1]["slices"] == [], (seed, [s["summary"] for s in rows[-1]["slices"]])
+
+
+def test_views_render_and_the_report_shows_slices_and_metadata(tmp_path, qapp):
+    from gui.report_model import gather
+    from gui.views import render_view_image
+    run, _ = train(tmp_path, 0, planted=True)
+    views = run.views()["error_slices"]
+    assert [v["title"] for v in views] == ["Error slices", "Slice vs rest accuracy", "Embedding by slice",
+                                           "Error by metadata value", "Slice members"]
+    for v in views:
+        assert render_view_image(v, run, width=400, height=250).startswith(b"\x89PNG"), v["title"]
+    section = next(s for s in gather(run).sections if s.plugin == "error_slices")
+    tables = {p.view["title"]: p.table for p in section.plots if p.table}
+    assert {r[1] for r in tables["Error slices"]["rows"]} >= {"site = 4 and device = 1", "true 2, predicted 3"}
+    metadata = tables["Error by metadata value"]
+    assert metadata["columns"] == ["value", "samples", "error", "lift"]
+    for column in ("site", "device", "operator", "exposure"):
+        assert any(column in r[0] for r in metadata["rows"]), column
+    assert metadata["rows"][0][0] in ("site = 4", "device = 1")  # the planted conjunction's values fail most
+    assert section.findings[0].severity == "problem" and "worst error slice" in section.findings[0].message
