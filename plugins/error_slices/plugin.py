@@ -17,7 +17,8 @@ from .analysis import percent
 from .tracking import SliceTracker, error_change
 
 PREFIX = "error_slices/"
-SCATTER_POINTS = 2000  # validation samples drawn in the embedding scatter at most (a fixed subset)
+SCATTER_POINTS = 500  # validation samples drawn in the embedding scatter at most (a fixed subset): the
+# PDF report draws each point as vectors (about 13 kB a point), so more would swell it
 THUMB_SLICES, THUMB_MEMBERS = 5, 6  # thumbnails: the top 5 slices, 6 members each: one slice per row of the mosaic
 SEARCH_SETTINGS = ("alpha", "min_support", "min_size", "max_predicates", "n_pca", "n_components",
                    "confusion_weight", "max_slices")
@@ -71,7 +72,8 @@ class ErrorSlicesPlugin(Plugin):
             Series("worst_error", unit="", description="error rate of the top slice (NaN when there is none)"),
             Series("worst_lift", unit="×", description="the top slice's error rate over the overall error rate"),
             Series("scatter", (self.n_points, 3), "float32", description="first two principal axes of the "
-                   "embedding and each sample's slice (0: none; higher: a better-ranked slice)"),
+                   "embedding and each sample's slice (0: none; higher: a better-ranked slice), for slice "
+                   "members (up to half the points) and a fixed random subset of the rest"),
         ]
         if self.metadata_columns:
             out.append(Series("metadata", dtype="json", description="error rate by metadata value"))
@@ -107,7 +109,7 @@ class ErrorSlicesPlugin(Plugin):
     # -- hooks ----------------------------------------------------------------------------------
     def setup(self, run: RunContext) -> None:
         self.seed = int(run.config.sections["run"]["seed"])
-        self.points = np.sort(np.random.default_rng(self.seed).permutation(run.val_size)[:self.n_points])
+        self.order = np.random.default_rng(self.seed).permutation(run.val_size)  # background points
         self.inputs = _validation_images(run) if self.image_shape else None
 
     def on_eval(self, ctx: EvalContext) -> None:
@@ -135,7 +137,7 @@ class ErrorSlicesPlugin(Plugin):
         ctx.log("n_slices", len(found.slices))
         ctx.log("worst_error", top.error_rate if top else math.nan)
         ctx.log("worst_lift", top.lift if top else math.nan)
-        ctx.log("scatter", _scatter(found, self.points))
+        ctx.log("scatter", _scatter(found, self.order, self.n_points))
         if self.metadata_columns:
             ctx.log("metadata", {"columns": ["value", "samples", "error", "lift"],
                                  "rows": [[v, n, percent(e), _times(e, errors.mean())]
@@ -223,13 +225,18 @@ def _validation_images(run: RunContext) -> np.ndarray:
     return x.mean(axis=1) if x.ndim == 4 else x
 
 
-def _scatter(found: analysis.SliceSearch, points: np.ndarray) -> np.ndarray:
-    """(x, y, colour) of the drawn samples, slice members last so that they are drawn on top."""
+def _scatter(found: analysis.SliceSearch, order: np.ndarray, n_points: int) -> np.ndarray:
+    """(x, y, colour) of ``n_points`` samples: slice members first (up to half the points, best
+    slices first), the rest in the fixed random ``order``; members drawn last, so on top."""
     colour = np.zeros(len(found.coords))
     for rank, s in reversed(list(enumerate(found.slices))):  # the best-ranked slice colours last
         colour[s.rows] = len(found.slices) - rank
-    order = points[np.argsort(colour[points], kind="stable")]
-    return np.column_stack([found.coords[order], colour[order]]).astype(np.float32)
+    members = np.concatenate([s.rows for s in found.slices] + [np.zeros(0, np.intp)])
+    members = members[np.sort(np.unique(members, return_index=True)[1])][:n_points // 2]
+    rest = order[~np.isin(order, members)][:n_points - len(members)]
+    shown = np.concatenate([members, rest])
+    shown = shown[np.argsort(colour[shown], kind="stable")]
+    return np.column_stack([found.coords[shown], colour[shown]]).astype(np.float32)
 
 
 def _p_text(p: float) -> str:
