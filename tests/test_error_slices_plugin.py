@@ -64,7 +64,7 @@ def test_declares_what_it_logs_and_views_only_declared_series():
     declared = {s.name: s for s in plugin.series(run_context(3000, {"site": np.zeros(3000)}))}
     assert {"slices", "table", "accuracy", "scatter", "metadata", "thumbnails", "n_slices", "worst_error",
             "worst_lift"} == set(declared)
-    assert declared["scatter"].shape == (500, 3) and declared["thumbnails"].shape == (30, 8, 8)
+    assert declared["scatter"].shape == (300, 3) and declared["thumbnails"].shape == (30, 8, 8)
     assert declared["slices"].dtype == "json" and declared["accuracy"].shape == (SETTINGS["lines"] + 1,)
     views = plugin.views()
     assert {v.kind for v in views} == {"table", "line", "scatter", "image_grid"}
@@ -99,7 +99,7 @@ def test_on_eval_logs_the_slices_with_the_engines_ids():
     accuracy = logged["accuracy"][0]
     assert np.all(accuracy[:3] < 0.2) and accuracy[-1] > 0.9 and np.isnan(accuracy[3])
     scatter = logged["scatter"][0]
-    assert scatter.shape == (500, 3) and set(np.unique(scatter[:, 2])) == {0, 1, 2, 3}
+    assert scatter.shape == (300, 3) and set(np.unique(scatter[:, 2])) == {0, 1, 2, 3}
     assert logged["metadata"][0]["rows"][0][0] == "site = 3"  # the worst value of any column
     assert logged["n_slices"] == [3] and logged["worst_lift"][0] > 5
 

@@ -17,8 +17,8 @@ from .analysis import percent
 from .tracking import SliceTracker, error_change
 
 PREFIX = "error_slices/"
-SCATTER_POINTS = 500  # validation samples drawn in the embedding scatter at most (a fixed subset): the
-# PDF report draws each point as vectors (about 13 kB a point), so more would swell it
+SCATTER_POINTS = 300  # samples drawn in the embedding scatter: the PDF report draws each point as vectors
+# (some 20 kB of PDF a point), so more would swell it
 THUMB_SLICES, THUMB_MEMBERS = 5, 6  # thumbnails: the top 5 slices, 6 members each: one slice per row of the mosaic
 SEARCH_SETTINGS = ("alpha", "min_support", "min_size", "max_predicates", "n_pca", "n_components",
                    "confusion_weight", "max_slices")
