@@ -257,3 +257,14 @@ def test_views_render_and_the_report_shows_slices_and_metadata(tmp_path, qapp):
         assert any(column in r[0] for r in metadata["rows"]), column
     assert metadata["rows"][0][0] in ("site = 4", "device = 1")  # the planted conjunction's values fail most
     assert section.findings[0].severity == "problem" and "worst error slice" in section.findings[0].message
+
+
+def test_thumbnails_are_dropped_when_the_config_does_not_give_the_evaluated_inputs():
+    plugin = make_plugin()
+    plugin.series(run_context(3000, {}))
+    run = SimpleNamespace(config=RunConfig.from_dict({"data": {"source": "digits"}}), val_size=3000)
+    plugin.setup(run)  # loads digits: not the split evaluated below
+    logged = {}
+    plugin.on_eval(planted_context(plugin, logged)[0])
+    assert logged["events"] == ["error_slices_no_thumbnails"]
+    assert np.isnan(logged["thumbnails"][0]).all() and len(logged["slices"][0]["slices"]) == 3

@@ -15,14 +15,13 @@ or an empty list when nothing is significant. Two searches feed one test:
 
 Every candidate gets a one-sided Fisher exact test against the rest of the rows it is tested on,
 and Holm's correction at ``alpha`` runs over *all* candidates of both paths together, so the chance
-of reporting any slice where there is none is at most ``alpha``. A slice is
-not reported separately when another reported slice explains it: a parent ``site = 4`` whose excess
-error lies all in its child ``site = 4 and device = 1``, a child no worse than its parent, or an
-embedding region that repeats a metadata slice (see ``_explains``). Reported slices are ranked by
-how much worse than the rest they surely are: the lower end of their error rate's 95 % interval
-minus the error rate of the rest.
+of reporting any slice where there is none is at most ``alpha``. A slice is not reported separately
+when other reported slices explain it: a parent ``site = 4`` whose excess error lies all in its
+child ``site = 4 and device = 1``, a child no worse than its parent, or an embedding region that
+repeats a metadata slice (see ``_explains``). Reported slices are ranked by how much worse than the
+rest they surely are: the lower end of their error rate's 95 % interval minus the rest's error rate.
 
-Pure numpy/scipy: usable from a notebook with no engine.
+numpy, scipy and torch only: usable from a notebook with no engine.
 """
 from __future__ import annotations
 
