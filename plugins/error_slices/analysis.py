@@ -172,7 +172,7 @@ def find_slices(embeddings, labels, probs, meta: dict | None = None, **settings)
 
 
 def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, class_names=None,
-           alpha: float = 0.05, min_support: float = 0.005, min_size: int = 10, max_predicates: int = 3,
+           alpha: float = 0.01, min_support: float = 0.005, min_size: int = 10, max_predicates: int = 3,
            n_components: int = 24, n_pca: int = 16, confusion_weight: float = 1.0,
            max_slices: int = 10, n_representatives: int = 8, seed: int = 0) -> SliceSearch:
     """The significant error slices, best first, with what the search examined.
@@ -181,7 +181,9 @@ def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, cla
     features, true classes and predicted probabilities; ``meta`` maps column names to (N,) columns.
     ``embeddings=None`` searches the metadata alone.
     A slice needs ``min_support`` of the rows and at least ``min_size``. ``alpha`` bounds the chance
-    of reporting any slice that is not one, over every candidate examined. ``confusion_weight``
+    of reporting any slice that is not one, over every candidate examined (1 %: at 5 %, 3 of 80
+    trained models with nothing planted showed a chance slice, too close to the 1 in 20 a user
+    would call too many). ``confusion_weight``
     weighs the mixture's label and prediction terms against its embedding term. ``seed`` fixes the
     split and the fit.
     """

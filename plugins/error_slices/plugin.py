@@ -36,7 +36,7 @@ class ErrorSlicesPlugin(Plugin):
                    "embedding (an error-aware mixture, tested on held-out samples) and conjunctions of "
                    "metadata values, each significant after Holm's correction over every candidate.")
     settings = (
-        Setting("alpha", 0.05, "chance of reporting any slice where there is none (Holm's correction over "
+        Setting("alpha", 0.01, "chance of reporting any slice where there is none (Holm's correction over "
                 "every candidate examined)", min=1e-9, max=0.5),
         Setting("min_support", 0.005, "smallest slice, as a share of the validation split", min=0.0, max=0.5),
         Setting("min_size", 10, "smallest slice, in samples", min=2),
