@@ -152,8 +152,8 @@ class _Tested:
         return fisher_greater(self.errors, self.size, self.total_errors, self.total, level=level,
                               sure_below=sure_below)
 
-    def exact_p(self, i: int) -> float:
-        return float(fisher_greater(self.errors[i:i + 1], self.size[i:i + 1], self.total_errors, self.total)[0])
+    def exact_p(self, rows: np.ndarray) -> np.ndarray:
+        return fisher_greater(self.errors[rows], self.size[rows], self.total_errors, self.total)
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,8 @@ def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, cla
     significant, cutoff = holm(np.concatenate(p_values), m, alpha)
     found, start = [], 0
     for t, pv in zip(tested, p_values):
-        found += [_Candidate(t.members(i), t.exact_p(i), t.source, t.words(i))
-                  for i in np.flatnonzero(significant[start:start + len(pv)])]
+        rows = np.flatnonzero(significant[start:start + len(pv)])
+        found += [_Candidate(t.members(i), float(q), t.source, t.words(i)) for i, q in zip(rows, t.exact_p(rows))]
         start += len(pv)
     kept = _not_explained(found, errors, cutoff)
     slices = [_describe(c, z, y, p, errors, ids, names, pred, n_representatives) for c in kept]
