@@ -58,6 +58,7 @@ class Series:
     dtype: str = "float64"  # numpy dtype name, or "json" for one JSON document per row
     unit: str = ""
     description: str = ""
+    columns: tuple[str, ...] = ()  # names of a (K,) row's entries (e.g. layers), kept in /data/columns
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ class Plugin:
     Cadence: ``[plugins.NAME] every = N`` calls ``on_step`` every N optimizer steps; ``on = "eval"``
     calls ``on_eval`` at each evaluation. ``default_every`` / ``default_on`` give the default.
     ``on_step`` runs after the backward pass and before the optimizer step, so the model holds the
-    weights the batch loss was computed at and ``ctx.grads`` are its gradients.
+    weights the batch loss was computed at and ``ctx.grads`` are its gradients; ``on_update`` runs
+    on the same steps right after the optimizer step, where the model holds the new weights.
 
     ``settings`` on the class declares the settings; on an instance it is the dict of their values.
     """
@@ -141,6 +143,10 @@ class Plugin:
 
     def on_step(self, ctx: "StepContext") -> None:
         pass
+
+    def on_update(self, ctx: "StepContext") -> None:
+        """After the optimizer step of a step ``on_step`` ran at: what must hold for the next step
+        (a frozen weight put back, whatever the optimizer's momentum did) is set here."""
 
     def on_eval(self, ctx: "EvalContext") -> None:
         pass
@@ -369,6 +375,8 @@ class PluginHost:
         for s in specs:
             full = f"{p.name}/{s.name}"
             self.writer.declare_series(full, s.shape, s.dtype, s.unit, s.description)
+            if s.columns:
+                self.writer.write_array(f"columns/{full}", list(s.columns))
             self.declared[full] = s
         self.writer.write_plugin_info(p.name, p.title, p.description, type(p).settings,
                                       [v.to_dict() for v in views])
@@ -399,6 +407,11 @@ class PluginHost:
         for p in list(self.plugins):
             if p.wants_step(step):
                 self._guard(p, step, lambda: p.on_step(make_ctx(p)))
+
+    def update(self, step: int, make_ctx: Callable[[Plugin], StepContext]) -> None:
+        for p in list(self.plugins):
+            if p.wants_step(step):
+                self._guard(p, step, lambda: p.on_update(make_ctx(p)))
 
     def _skip(self, p: Plugin, step: int, missing: Unavailable, setup: bool) -> None:
         """Said once per plugin and missing input."""

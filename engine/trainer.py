@@ -270,6 +270,8 @@ class Trainer:
             w.plugin_step(step, lr, x, y, self.train.ids[idx.numpy()], out, losses, loss, grads)
             self.model.train()
         self.optimizer.step()
+        if plugin_step:
+            w.plugin_update(step)
         w.log_step(step, loss_v, lr, time.monotonic() - self.t0, *metrics[1:])
         return loss_v
 
