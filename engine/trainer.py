@@ -268,7 +268,8 @@ class Trainer:
             with torch.no_grad():
                 losses = self.loss_fn(out.detach(), y)
             w.plugin_step(step, lr, x, y, self.train.ids[idx.numpy()], out, losses, loss, grads)
-            self.model.train()
+            if not self.model.training:  # train() walks every module: only if a plugin left eval mode
+                self.model.train()
         self.optimizer.step()
         if plugin_step:
             w.plugin_update(step)

@@ -268,15 +268,16 @@ def cosine_schedule(progress: float, start: float, end: float, begin: float = 0.
 
 
 def segment_sums(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """Sums of consecutive segments of ``x`` (e.g. layers laid end to end), as float32."""
-    return torch.stack([part.sum(dtype=torch.float32) for part in x.split(sizes)])
+    """Sums of consecutive segments of ``x`` (e.g. layers laid end to end); exact (int64) for
+    integer and bool ``x``."""
+    return torch.stack([part.sum() for part in x.split(sizes)])
 
 
 def segment_cosines(a: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """Cosine between ``a`` and ``b`` on each segment; NaN where either is zero there."""
-    sums = torch.stack([torch.stack([p @ q, p @ p, q @ q]) for p, q in zip(a.split(sizes), b.split(sizes))])
-    norms = sums[:, 1].sqrt() * sums[:, 2].sqrt()  # not sqrt(a²·b²): small gradients would underflow
-    return torch.where(norms > 0, sums[:, 0] / norms, torch.full_like(norms, math.nan))
+    grams = torch.stack([part @ part.T for part in torch.stack([a, b]).split(sizes, dim=1)])  # (L, 2, 2)
+    norms = grams[:, 0, 0].sqrt() * grams[:, 1, 1].sqrt()  # not sqrt(a²·b²): small gradients would underflow
+    return torch.where(norms > 0, grams[:, 0, 1] / norms, math.nan)
 
 
 def frequency_histogram(frequency: torch.Tensor, bins: int) -> np.ndarray:

@@ -169,7 +169,10 @@ class OscillationPlugin(Plugin):
         self.freezer = A.Freezer(self.tracker.n, s["momentum"], device) if self._freezing else None
         self.previous_grad: torch.Tensor | None = None
         self.previous_weights: torch.Tensor | None = None  # full precision: to see each update
-        self.flips = torch.zeros(len(self.layers), device=device)
+        # oscillations per layer are read off the tracker's exact window counts at rows and window ends:
+        # those of finished windows since the last row, and the count at the last read in this one
+        self.flips = torch.zeros(len(self.layers), dtype=torch.int64, device=device)
+        self.counted = torch.zeros(len(self.layers), dtype=torch.int64, device=device)
         self.cosines = torch.zeros(len(self.layers), device=device)
         self.cosine_steps = torch.zeros(len(self.layers), device=device)
         self.row_steps = 0
@@ -213,24 +216,31 @@ class OscillationPlugin(Plugin):
             dampen = A.cosine_schedule(progress, 0.0, self.settings["dampen"], self.settings["anneal_start"])
             if self.remedies and dampen > 0:
                 self._dampen(ints, dampen)
-            if self.tracker.window_complete or (ctx.step == self.total_steps and not self.histogram_written):
+            row, window_end = self._row_due(ctx.step), self.tracker.window_complete
+            if row or window_end:
+                counts = A.segment_sums(self.tracker.window_counts(), self.sizes)
+                if row:
+                    self._write_rows(ctx.log, self.flips + counts - self.counted)
+                    self.flips.zero_()
+                    self.counted = counts
+                if window_end:
+                    self.flips += counts - self.counted
+                    self.counted.zero_()
+            if window_end or (ctx.step == self.total_steps and not self.histogram_written):
                 self._write_histogram(ctx.log)
-            if self._row_due(ctx.step):
-                self._write_rows(ctx.log)
 
     def _advance(self) -> torch.Tensor | None:
         """One tracker update from the weights this step's forward pass used; returns the integer
         weights in a quantised run."""
         if self.integer:
             ints = torch.cat([layer.quantized.integers().reshape(-1) for layer in self.layers])
-            oscillated = self.tracker.update(ints)
+            self.tracker.update(ints)
         else:
             ints = None
             weights = torch.cat([layer.weight.detach().reshape(-1) for layer in self.layers])
             change = weights - self.previous_weights if self.previous_weights is not None else torch.zeros_like(weights)
-            oscillated = self.tracker.update_changes(change)
+            self.tracker.update_changes(change)
             self.previous_weights = weights
-        self.flips += A.segment_sums(oscillated, self.sizes) / self.size_tensor
         self.row_steps += 1
         return ints
 
@@ -260,36 +270,29 @@ class OscillationPlugin(Plugin):
                 w = layer.weight
                 w.copy_(torch.where(held.view_as(w), layer.quantized.grid(k.view_as(w)), w))
 
-    def on_end(self, ctx) -> None:
-        """A run stopped early: the steps since the last row, and a histogram if it has none yet."""
-        if self.row_steps:
-            self._write_rows(ctx.log)
-        if not self.histogram_written and self.tracker.steps:
-            self._write_histogram(ctx.log)
-
     def _write_histogram(self, log) -> None:
         log("freq_hist", A.frequency_histogram(self.tracker.window_frequency(), HIST_BINS))
         self.histogram_written = True
 
-    def _write_rows(self, log) -> None:
+    def _write_rows(self, log, oscillations: torch.Tensor) -> None:
+        """One row of each per-layer series; ``oscillations``: per layer, since the previous row."""
         th = self.settings["threshold"]
-        steps = max(1, self.row_steps)
         oscillating = A.segment_sums(self.tracker.ema_frequency() > th, self.sizes) / self.size_tensor
         cosine = torch.where(self.cosine_steps > 0, self.cosines / self.cosine_steps.clamp(min=1), math.nan)
-        rows = [oscillating, self.flips / steps, cosine]
+        rows = [oscillating, oscillations / (self.size_tensor * max(1, self.row_steps)), cosine]
         if self.freezer is not None:
             rows.append(A.segment_sums(self.freezer.frozen, self.sizes) / self.size_tensor)
         values = torch.stack(rows).cpu().numpy().astype(float)  # one transfer per row
         for name, row in zip(("frac_oscillating", "flip_rate", "grad_cosine", "frozen_frac"), values):
             log(name, row)
-        self.flips.zero_()
         self.cosines.zero_()
         self.cosine_steps.zero_()
         self.row_steps = 0
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {"tracker": self.tracker.state_dict(), "flips": self.flips, "cosines": self.cosines,
+        state = {"tracker": self.tracker.state_dict(), "flips": self.flips, "counted": self.counted,
+                 "cosines": self.cosines,
                  "cosine_steps": self.cosine_steps, "row_steps": self.row_steps,
                  "histogram_written": self.histogram_written}
         for key in ("previous_grad", "previous_weights"):
@@ -301,7 +304,7 @@ class OscillationPlugin(Plugin):
 
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state["tracker"])
-        for key in ("flips", "cosines", "cosine_steps"):
+        for key in ("flips", "counted", "cosines", "cosine_steps"):
             getattr(self, key).copy_(state[key])
         self.row_steps, self.histogram_written = int(state["row_steps"]), bool(state["histogram_written"])
         self.previous_grad = state.get("previous_grad")
