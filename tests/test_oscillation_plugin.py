@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import stop_after, tiny_config
 from engine import open_run, run_training
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.models import build_model
 from engine.quantize import quantized_layers
 from engine.store import checkpoint_dir
-from engine.trainer import Control, Trainer
+from engine.trainer import Trainer
 from plugins.oscillation.plugin import (UNIT_INTEGER, UNIT_UPDATE, OscillationPlugin, cosine_findings,
                                         jump_findings, oscillating_findings)
 
@@ -103,17 +103,7 @@ def test_resume_continues_to_the_same_result_with_the_quantiser_and_the_tracker(
         plugins={"oscillation": {"every": 5, "window": 16, "freeze": True, "freeze_threshold": 0.03,
                                  "freeze_threshold_final": 0.02, "dampen": 0.5}}))
     Trainer(cfg, tmp_path / "full.h5").run()
-    control = Control()
-    trainer = Trainer(cfg, tmp_path / "part.h5", control)
-    original = trainer._train_step
-
-    def step_then_maybe_stop(step):
-        value = original(step)
-        if step == 27:
-            control.stop()
-        return value
-    trainer._train_step = step_then_maybe_stop
-    assert trainer.run() == "stopped"
+    assert stop_after(Trainer(cfg, tmp_path / "part.h5"), 27).run() == "stopped"
     assert Trainer(cfg, tmp_path / "part.h5", resume=True).run() == "finished"
     full, resumed = open_run(tmp_path / "full.h5"), open_run(tmp_path / "part.h5")
     for name in ("train/loss", "oscillation/frac_oscillating", "oscillation/flip_rate",

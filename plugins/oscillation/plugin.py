@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from engine.plugin import Finding, Plugin, RunContext, Series, Setting, StepContext, View
-from engine.quantize import LAYER_TYPES, quantized_layers
+from engine.quantize import LAYER_TYPES, QuantizedLayer, quantized_layers
 
 from . import analysis as A
 
@@ -40,7 +40,7 @@ class Layer:
 
     name: str
     weight: torch.nn.Parameter
-    quantized: object = None  # engine.quantize.QuantizedLayer
+    quantized: QuantizedLayer | None = None
 
     @property
     def size(self) -> int:
@@ -61,7 +61,8 @@ class OscillationPlugin(Plugin):
     title = "Oscillation"
     description = ("Which weights bounce between two values instead of converging, per layer: integer "
                    "weights under quantisation-aware training (Nagel et al. 2022), update directions in "
-                   "full precision; consecutive-gradient cosines; oscillation freezing and dampening.")
+                   "full precision; consecutive-gradient cosines; oscillation freezing and dampening. "
+                   "Tracks every step; `every` sets how often rows are written.")
     default_every = 10
     settings = (
         Setting("threshold", 0.02, "a weight oscillates when its EMA frequency is above this many "
