@@ -242,3 +242,26 @@ def test_findings_from_planted_series():
     cos[20:, 1] = -0.5
     (c,) = cosine_findings(steps, cos, ["a", "b"])
     assert c.severity == "warning" and "layer b point against each other" in c.message and c.value == -0.5
+
+
+def test_tracking_never_changes_the_trajectory(tmp_path):
+    bare = tiny_config(model=QAT_MLP)
+    watched = tiny_config(model=QAT_MLP, plugins={"oscillation": {"every": 5}})
+    run_training(bare, tmp_path / "bare.h5")
+    run = train(tmp_path / "watched.h5", watched)
+    assert np.array_equal(open_run(tmp_path / "bare.h5").series("train/loss")[1], run.series("train/loss")[1])
+
+
+def test_a_users_own_loop_tracks_as_the_engine_does_but_cannot_hold_frozen_weights(tmp_path):
+    from test_watch import hand_loop
+    plugins = {"oscillation": {"every": 5, "window": 16}}
+    cfg = RunConfig.from_dict(tiny_config(model=QAT_MLP, plugins=plugins))
+    engine = train(tmp_path / "engine.h5", cfg)
+    hand_loop(cfg, tmp_path / "mine.h5", plugins=plugins)
+    mine = open_run(tmp_path / "mine.h5")
+    for name in ("frac_oscillating", "flip_rate", "grad_cosine", "freq_hist"):
+        (es, ev), (ms, mv) = engine.series(f"oscillation/{name}"), mine.series(f"oscillation/{name}")
+        assert np.array_equal(es, ms) and np.allclose(ev, mv, rtol=1e-5, atol=1e-7, equal_nan=True), name
+    hand_loop(cfg, tmp_path / "frozen.h5", plugins={"oscillation": {"freeze": True}})
+    (event,) = [e for e in open_run(tmp_path / "frozen.h5").events() if e["kind"] == "oscillation_remedies_off"]
+    assert event["step"] == 2 and "no hook after the optimizer step" in event["message"]

@@ -72,13 +72,13 @@ class OscillationPlugin(Plugin):
         Setting("window", 256, "steps per window of exact oscillation counts; the frequency histogram is "
                 "written at the end of each", min=1, max=A.MAX_WINDOW),
         Setting("freeze", False, "quantised runs: freeze weights that oscillate at their EMA integer value "
-                "(Nagel et al.'s iterative freezing)"),
+                "(Nagel et al.'s iterative freezing; a remedy: it changes the training)"),
         Setting("freeze_threshold", 0.1, "EMA frequency above which a weight is frozen, when freezing starts",
                 min=0.0, max=1.0),
         Setting("freeze_threshold_final", 0.02, "the freezing threshold at the end of training (cosine "
                 "annealing from freeze_threshold)", min=0.0, max=1.0),
         Setting("dampen", 0.0, "quantised runs: weight of the dampening regulariser ‖clamp(w) − q(w)‖², "
-                "reached at the end by a cosine ramp from 0 (0: off)", min=0.0),
+                "reached at the end by a cosine ramp from 0 (0: off; a remedy: it changes the training)", min=0.0),
         Setting("anneal_start", 0.25, "share of training after which freezing starts and dampening ramps up",
                 min=0.0, max=0.99),
     )
@@ -87,7 +87,7 @@ class OscillationPlugin(Plugin):
         super().__init__(settings, every, on)
         self.layers: list[Layer] = []
         self.integer = False
-        self.total_steps = 1
+        self.total_steps: int | None = None
 
     # -- cadence --------------------------------------------------------------------------------
     def wants_step(self, step: int) -> bool:
@@ -182,6 +182,7 @@ class OscillationPlugin(Plugin):
         self.remedies = self.integer and self.note is None
         if not self.remedies:
             self.freezer = None
+        self.awaiting_update = False  # on_step ran and on_update has not yet: is there a hook after the step?
 
     def _remedies_refused(self) -> str | None:
         """Why the remedies asked for cannot run in this run (None if they can, or none was asked for)."""
@@ -190,6 +191,9 @@ class OscillationPlugin(Plugin):
             return None
         if not self.integer:
             return "oscillation: freeze and dampen act on quantised weights; this model has none, so they are off"
+        if self.total_steps is None:
+            return ("oscillation: freeze and dampen follow a schedule over the planned steps, which this loop "
+                    "does not give (watch(..., steps=N)), so they are off; tracking goes on")
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
             return ("oscillation: freeze and dampen would change the weights of rank 0 alone under torchrun, "
@@ -197,38 +201,59 @@ class OscillationPlugin(Plugin):
         return None
 
     def on_step(self, ctx: StepContext) -> None:
+        self._say_why_remedies_are_off(ctx)
+        with torch.no_grad():
+            self._gradient_cosines()
+            ints = self._advance()
+            if self.remedies:
+                self._remedies(ctx.step / self.total_steps, ints)
+            self._write(ctx.step, ctx.log)
+
+    def _say_why_remedies_are_off(self, ctx: StepContext) -> None:
+        if self.freezer is not None and self.awaiting_update:
+            self.freezer = None
+            self.note = ("oscillation: freezing is off: this training loop gives no hook after the optimizer "
+                         "step (the engine's does), so frozen weights could not be held there; tracking goes on")
+        self.awaiting_update = True
         if self.note:
             ctx.event("oscillation_remedies_off", self.note)
             self.note = None
-        with torch.no_grad():
-            grad = torch.cat([_flat_grad(layer.weight) for layer in self.layers])
-            if self.previous_grad is not None:
-                cos = A.segment_cosines(grad, self.previous_grad, self.sizes)
-                seen = torch.isfinite(cos)
-                self.cosines += torch.where(seen, cos, 0.0)
-                self.cosine_steps += seen
-            self.previous_grad = grad
-            ints = self._advance()
-            progress = ctx.step / self.total_steps
-            if self.freezer is not None:
-                threshold = self._freeze_threshold(progress)
-                frequency = self.tracker.ema_frequency() if threshold is not None else None
-                self.freezer.update(ints, frequency, threshold)
-            dampen = A.cosine_schedule(progress, 0.0, self.settings["dampen"], self.settings["anneal_start"])
-            if self.remedies and dampen > 0:
-                self._dampen(ints, dampen)
-            row, window_end = self._row_due(ctx.step), self.tracker.window_complete
-            if row or window_end:
-                counts = A.segment_sums(self.tracker.window_counts(), self.sizes)
-                if row:
-                    self._write_rows(ctx.log, self.flips + counts - self.counted)
-                    self.flips.zero_()
-                    self.counted = counts
-                if window_end:
-                    self.flips += counts - self.counted
-                    self.counted.zero_()
-            if window_end or (ctx.step == self.total_steps and not self.histogram_written):
-                self._write_histogram(ctx.log)
+
+    def _gradient_cosines(self) -> None:
+        grad = torch.cat([_flat_grad(layer.weight) for layer in self.layers])
+        if self.previous_grad is not None:
+            cos = A.segment_cosines(grad, self.previous_grad, self.sizes)
+            seen = torch.isfinite(cos)
+            self.cosines += torch.where(seen, cos, 0.0)
+            self.cosine_steps += seen
+        self.previous_grad = grad
+
+    def _remedies(self, progress: float, ints: torch.Tensor) -> None:
+        """Freezing decisions (held in ``on_update``) and the dampening gradient, on their schedules."""
+        s = self.settings
+        if self.freezer is not None:
+            threshold = None if progress <= s["anneal_start"] else \
+                A.cosine_schedule(progress, s["freeze_threshold"], s["freeze_threshold_final"], s["anneal_start"])
+            frequency = self.tracker.ema_frequency() if threshold is not None else None
+            self.freezer.update(ints, frequency, threshold)
+        dampen = A.cosine_schedule(progress, 0.0, s["dampen"], s["anneal_start"])
+        if dampen > 0:
+            self._dampen(ints, dampen)
+
+    def _write(self, step: int, log) -> None:
+        """Rows every ``every`` steps, the histogram at each window's end (or the run's, before any)."""
+        row, window_end = self._row_due(step), self.tracker.window_complete
+        if row or window_end:
+            counts = A.segment_sums(self.tracker.window_counts(), self.sizes)
+            if row:
+                self._write_rows(log, self.flips + counts - self.counted)
+                self.flips.zero_()
+                self.counted = counts
+            if window_end:
+                self.flips += counts - self.counted
+                self.counted.zero_()
+        if window_end or (step == self.total_steps and not self.histogram_written):
+            self._write_histogram(log)
 
     def _advance(self) -> torch.Tensor | None:
         """One tracker update from the weights this step's forward pass used; returns the integer
@@ -245,12 +270,6 @@ class OscillationPlugin(Plugin):
         self.row_steps += 1
         return ints
 
-    def _freeze_threshold(self, progress: float) -> float | None:
-        s = self.settings
-        if progress <= s["anneal_start"]:
-            return None
-        return A.cosine_schedule(progress, s["freeze_threshold"], s["freeze_threshold_final"], s["anneal_start"])
-
     def _dampen(self, ints: torch.Tensor, weight: float) -> None:
         """Add the dampening regulariser's gradient to each latent weight's gradient."""
         for layer, k in zip(self.layers, ints.split(self.sizes)):
@@ -263,6 +282,7 @@ class OscillationPlugin(Plugin):
 
     def on_update(self, ctx: StepContext) -> None:
         """Hold frozen weights at their grid points whatever the optimizer (and its momentum) did."""
+        self.awaiting_update = False
         if self.freezer is None or ctx.step / self.total_steps <= self.settings["anneal_start"]:
             return
         values, frozen = self.freezer.values(), self.freezer.frozen
@@ -270,6 +290,16 @@ class OscillationPlugin(Plugin):
             for layer, k, held in zip(self.layers, values.split(self.sizes), frozen.split(self.sizes)):
                 w = layer.weight
                 w.copy_(torch.where(held.view_as(w), layer.quantized.grid(k.view_as(w)), w))
+
+    def on_end(self, ctx) -> None:
+        """A loop that did not plan its steps: the rows since the last one (the engine's last step
+        writes its own row; a stopped run of it keeps only whole rows, so a resume adds none twice)."""
+        if self.total_steps is None and self.row_steps:
+            with torch.no_grad():
+                counts = A.segment_sums(self.tracker.window_counts(), self.sizes)
+                self._write_rows(ctx.log, self.flips + counts - self.counted)
+                if not self.histogram_written:
+                    self._write_histogram(ctx.log)
 
     def _write_histogram(self, log) -> None:
         log("freq_hist", A.frequency_histogram(self.tracker.window_frequency(), HIST_BINS))
