@@ -7,8 +7,10 @@
    integer weights; blocks of 200 training steps and 200 tracker updates alternate ``--rounds``
    times, so drift in machine load hits both alike. Target ≤ 3 %.
 2. Bytes per tracked weight: the tracker's, and all the plugin keeps per weight in each mode.
-3. Training-time ratio of the same QAT run with the oscillation plugin on against off, alternating
-   in fresh processes, ``--repeats`` times each.
+3. The plugin's hooks (on_step and on_update) as a share of the step time inside one QAT run
+   (timed around the hooks at every step, so load drift hits both alike), and the training-time
+   ratio of the same QAT run with the plugin on against off, alternating in fresh processes,
+   ``--repeats`` times each.
 """
 from __future__ import annotations
 
@@ -99,6 +101,35 @@ def tracker_share(rounds: int) -> None:
           "full precision 12 (+ the previous weights, for Δθ), freezing on +5 (integer EMA, frozen mask)")
 
 
+def hook_share(steps: int) -> None:
+    """The plugin's hooks timed inside a real run: their time against the whole steps'."""
+    from engine.config import RunConfig
+    from engine.plugin import PluginHost
+    from engine.trainer import Trainer
+    spent = [0.0]
+
+    def timed(method):
+        def run(self, *args):
+            t = time.perf_counter()
+            method(self, *args)
+            spent[0] += time.perf_counter() - t
+        return run
+    PluginHost.step, PluginHost.update = timed(PluginHost.step), timed(PluginHost.update)
+    with tempfile.TemporaryDirectory() as d:
+        trainer = Trainer(RunConfig.from_dict(config(steps, True)), Path(d) / "run.h5")
+        original, total = trainer._train_step, [0.0]
+
+        def step(s):
+            t = time.perf_counter()
+            value = original(s)
+            total[0] += time.perf_counter() - t
+            return value
+        trainer._train_step = step
+        trainer.run()
+    print(f"3. the plugin's hooks inside a {steps}-step QAT CNN run: {1e6 * spent[0] / steps:.0f} µs a step, "
+          f"{100 * spent[0] / total[0]:.1f} % of the step time ({1e3 * total[0] / steps:.2f} ms a step)")
+
+
 def child(steps: int, plugin: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
         from engine import run_training
@@ -118,7 +149,7 @@ def training_ratio(steps: int, repeats: int) -> None:
     wall = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}
     cpu = {k: statistics.median(r["cpu_seconds"] for r in v) for k, v in results.items()}
     pairs = sorted(on["seconds"] / off["seconds"] for on, off in zip(results[True], results[False]))
-    print(f"3. QAT CNN, {steps} steps, plugin on vs off, {repeats} alternating repeats in fresh processes:")
+    print(f"   the whole run, {steps} steps, plugin on vs off, {repeats} alternating repeats in fresh processes:")
     for k, label in ((False, "off"), (True, "on")):
         times = ", ".join(f"{r['seconds']:.2f}" for r in results[k])
         print(f"   {label:3s}: median {wall[k]:.2f} s [{times}]")
@@ -136,6 +167,7 @@ def main() -> None:
     if args.child:
         return child(args.steps, args.child == "on")
     tracker_share(args.rounds)
+    hook_share(args.steps)
     training_ratio(args.steps, args.repeats)
 
 

@@ -323,8 +323,7 @@ class OscillationPlugin(Plugin):
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         state = {"tracker": self.tracker.state_dict(), "flips": self.flips, "counted": self.counted,
-                 "cosines": self.cosines,
-                 "cosine_steps": self.cosine_steps, "row_steps": self.row_steps,
+                 "cosines": self.cosines, "cosine_steps": self.cosine_steps, "row_steps": self.row_steps,
                  "histogram_written": self.histogram_written}
         for key in ("previous_grad", "previous_weights"):
             if getattr(self, key) is not None:
