@@ -230,7 +230,8 @@ def test_find_jumps_finds_a_planted_step_and_ignores_noise():
     steps = np.arange(10, 1010, 10)
     values = np.where(steps >= 420, 0.6, 0.1) + rng.normal(0, 0.02, len(steps))
     (jump,) = find_jumps(steps, values)
-    assert jump.step == 420 and jump.before == pytest.approx(0.1, abs=0.03) and jump.after == pytest.approx(0.6, abs=0.03)
+    assert jump.step == 420
+    assert jump.before == pytest.approx(0.1, abs=0.03) and jump.after == pytest.approx(0.6, abs=0.03)
     assert find_jumps(steps, rng.normal(0.3, 0.05, len(steps))) == []
     assert find_jumps(steps, np.where(steps >= 420, 0.1, 0.6)) == []  # a fall is not a jump
     exact = np.r_[np.zeros(20), np.ones(20)]

@@ -213,7 +213,8 @@ def test_dampening_pulls_latent_weights_towards_their_grid_points(tmp_path):
 
 
 def test_plugin_settings_are_validated_like_the_rest_of_the_config():
-    with pytest.raises(ConfigError, match=re.escape("plugins.oscillation.window: got 600, expected an integer in [1, 511]")):
+    expected = "plugins.oscillation.window: got 600, expected an integer in [1, 511]"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
         RunConfig.from_dict(tiny_config(plugins={"oscillation": {"window": 600}}))
     with pytest.raises(ConfigError, match="plugins.oscillation.treshold: unknown key.*did you mean 'threshold'"):
         RunConfig.from_dict(tiny_config(plugins={"oscillation": {"treshold": 0.1}}))

@@ -27,7 +27,8 @@ class OscillationTracker:
 
     ``update(w_int)`` takes the current integer weights (1-D, integer dtype, in
     [−2^(bits−1), 2^(bits−1) − 1]) once per training step; the first call only records where they
-    start. ``update_changes(delta)`` is the same definition applied to the changes themselves,
+    start; values are checked there and clamped into range after (checking would wait for the
+    device every step). ``update_changes(delta)`` is the same definition applied to the changes themselves,
     e.g. ``delta = θ_t − θ_(t−1)`` of full-precision weights: a change is ``sign(delta)`` (0 for no
     change, so sign(0) never counts). Both return the oscillations of this update (bool).
 
@@ -52,8 +53,8 @@ class OscillationTracker:
     - ``bits + 2`` bits: 4·(previous value + 2^(bits−1)) + 2 − d, d ∈ {−1, 0, +1} the direction of
       the weight's last change (0 before its first). With T = 4·(new value) + base − that field,
       T = 4·Δ + d; the direction after the update is clamp(T, −1, 1), the field moves by
-      U = T − clamp(T, −1, 1), and U ≡ 2 (mod 4) exactly when Δ·d < 0: an oscillation. Ten
-      elementwise integer operations per update, no branches.
+      U = T − clamp(T, −1, 1), and U ≡ 2 (mod 4) exactly when Δ·d < 0: an oscillation. Nine
+      elementwise integer operations per update, no branches, no transfer to the host.
     - 9 bits: oscillations since the last window boundary (so ``window`` ≤ 511).
     - the remaining 21 − bits bits (13 for 8-bit integers, 17 for 4-bit, 20 for update signs):
       the EMA as a fixed-point number G with e_t = G·(1 − m)^(t − t₀) / R, rescaled
@@ -214,8 +215,9 @@ class Freezer:
     threshold is frozen at its EMA integer value, rounded (the EMA as it stood before the update, as
     in their code). The caller holds frozen weights there; their EMA then stays put.
 
-    State: the EMA of the integer values (float32; fp16 would stall: 0.01·|Δ| falls below its
-    rounding step for integers above 4) and the frozen mask, 5 bytes per weight, only when on.
+    State: the EMA of the integer values (float32: in fp16, 0.01·|x − EMA| drops below half a
+    rounding step 0.2 short of x for integers above 4) and the frozen mask, 5 bytes a weight, only
+    when freezing is on.
     """
 
     def __init__(self, n: int, momentum: float = 0.01, device: torch.device | str | None = None):

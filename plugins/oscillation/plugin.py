@@ -433,8 +433,8 @@ def oscillating_findings(steps, frac, layers: list[str], threshold: float) -> li
             rows = np.flatnonzero(frac[:, i] >= NOTABLE_SHARE)
             top = int(np.nanargmax(frac[:, i]))
             out.append(Finding("oscillation", "info",
-                               f"{name.replace('oscillates', 'oscillated')}: up to {peak[i]:.1%} of its integer weights "
-                               f"oscillated {rule} (step {int(steps[top])}), over {NOTABLE_SHARE:.0%} from step "
+                               f"{name.replace('oscillates', 'oscillated')}: up to {peak[i]:.1%} of its integer "
+                               f"weights oscillated {rule} (step {int(steps[top])}), over {NOTABLE_SHARE:.0%} from step "
                                f"{int(steps[rows[0]])} to step {int(steps[rows[-1]])}; {late[i]:.1%} over {span}.",
                                int(steps[rows[0]]), float(100 * peak[i]), "% of weights"))
     return out
@@ -488,7 +488,8 @@ def cosine_findings(steps, cosine, layers: list[str]) -> list[Finding]:
         severity, text = "info", (f"Consecutive gradients of layer {_label(layers, i)} are nearly unrelated "
                                   f"({where}): batch noise, not a direction, drives its steps.")
     else:
-        severity, text = "ok", f"Consecutive gradients agree in every layer: the lowest is layer {_label(layers, i)}, {where}."
+        severity, text = "ok", (f"Consecutive gradients agree in every layer: the lowest is layer "
+                                f"{_label(layers, i)}, {where}.")
     return [Finding("oscillation", severity, text, int(steps[-1]), float(late[i]), "cosine")]
 
 
@@ -497,8 +498,8 @@ def window_finding(step: int, hist, window: int, integer: bool) -> Finding:
     hist = np.asarray(hist, float)
     span = window if step % window == 0 else step
     what = "integer weights" if integer else "weights' update directions"
-    return Finding("oscillation", "info", f"Over steps {step - span + 1}–{step}, {hist.sum():.1%} of the tracked {what} "
-                   f"oscillated at least once and {hist[1:].sum():.1%} more often than once every "
+    return Finding("oscillation", "info", f"Over steps {step - span + 1}–{step}, {hist.sum():.1%} of the tracked "
+                   f"{what} oscillated at least once and {hist[1:].sum():.1%} more often than once every "
                    f"{HIST_BINS} steps (exact counts).", step, float(100 * hist.sum()), "% of weights")
 
 
