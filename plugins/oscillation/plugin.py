@@ -434,8 +434,9 @@ def oscillating_findings(steps, frac, layers: list[str], threshold: float) -> li
             top = int(np.nanargmax(frac[:, i]))
             out.append(Finding("oscillation", "info",
                                f"{name.replace('oscillates', 'oscillated')}: up to {peak[i]:.1%} of its integer "
-                               f"weights oscillated {rule} (step {int(steps[top])}), over {NOTABLE_SHARE:.0%} from step "
-                               f"{int(steps[rows[0]])} to step {int(steps[rows[-1]])}; {late[i]:.1%} over {span}.",
+                               f"weights oscillated {rule} (step {int(steps[top])}), over {NOTABLE_SHARE:.0%} "
+                               f"from step {int(steps[rows[0]])} to step {int(steps[rows[-1]])}; {late[i]:.1%} "
+                               f"over {span}.",
                                int(steps[rows[0]]), float(100 * peak[i]), "% of weights"))
     return out
 
