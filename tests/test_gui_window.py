@@ -23,10 +23,10 @@ def window(qtbot, tmp_path):
     w.show()
     qtbot.waitUntil(lambda: getattr(w, "plugins_loaded", False), timeout=20_000)
     yield w
-    if w.engine is not None:
-        w.engine.kill()
-        w.engine.join(10)
-        w.engine = None
+    if w.engine_run.process is not None:
+        w.engine_run.process.kill()
+        w.engine_run.process.join(10)
+        w.engine_run.process = None
     w.shutdown()
     assert not w.poller.isRunning(), "the poller thread outlived the window"
     active = [(t.parent().metaObject().className(), t.interval()) for t in w.findChildren(QtCore.QTimer) if t.isActive()]
@@ -61,7 +61,7 @@ def test_opens_on_the_ready_default_with_installed_plugins_enabled(window):
     assert form.editors["run.name"].get() == "digits-mlp" and form.editors["data.source"].get() == "digits"
     assert form.plugin_boxes and all(b.isChecked() for b in form.plugin_boxes.values())
     assert form.config is not None and window.start_button.isEnabled()
-    assert window.state_label.text() == "idle"
+    assert window.run_status.state_label.text() == "idle"
 
 
 def test_bad_settings_show_the_engine_message_next_to_the_field(qtbot, window):
@@ -101,8 +101,8 @@ def test_config_save_load_and_recent(qtbot, window, tmp_path):
     window.load_config(path)  # …and the saved one again
     assert window.form.editors["optimizer.lr"].get() == 0.02
     assert window.form.model_editors["mlp"]["hidden"].get() == [8, 4]
-    assert str(path.resolve()) in window._recent("recent_configs")
-    assert [a.text() for a in window.recent_configs_menu.actions()][0] == str(path.resolve())
+    assert str(path.resolve()) in window.recent.paths("recent_configs")
+    assert [a.text() for a in window.setup_panel.recent_menu.actions()][0] == str(path.resolve())
 
 
 def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
@@ -119,22 +119,22 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
     qtbot.waitUntil(lambda: any(k.startswith("0|train/loss") for k in loss.canvas._items))
     drawn = [it for k, it in loss.canvas._items.items() if k.startswith("0|train/loss|None|smooth")][0]
     assert drawn.getData()[0][-1] == 60
-    assert sum(seen) >= 60 and window.progress.value() == 60
+    assert sum(seen) >= 60 and window.run_status.progress.value() == 60
     assert window.findings_list.count() > 0 and "calibration" in window.findings_list.item(0).text()
     assert ("calibration", "Reliability diagram") in window.plots.widgets
 
     # the linked cursor: pinning a step marks it in every step plot; row plots show that row
-    window.pin_cursor(30)
+    window.plots.pin_cursor(30)
     assert loss.canvas.cursor_line.isVisible() and loss.canvas.cursor_line.value() == 30
     assert loss.values.text().startswith("step 30: train/loss")
     assert window.plots.widgets[("calibration", "Reliability diagram")].values.text() == "step 20"
-    window.release_cursor()
+    window.plots.release_cursor()
     # clicking a finding pins the cursor at its step
     item = next(window.findings_list.item(i) for i in range(window.findings_list.count())
                 if window.findings_list.item(i).data(QtCore.Qt.ItemDataRole.UserRole) is not None)
     window.findings_list.itemClicked.emit(item)
-    assert window.cursor == item.data(QtCore.Qt.ItemDataRole.UserRole) and window.cursor_pinned
-    window.release_cursor()
+    assert window.plots.cursor == item.data(QtCore.Qt.ItemDataRole.UserRole) and window.plots.cursor_pinned
+    window.plots.release_cursor()
 
     # 2. a long run: pause, resume, stop
     small_run(qtbot, window, "second", 100_000, plugins=False)
@@ -151,7 +151,7 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
     window.act_ckpt.trigger()
     qtbot.waitUntil(lambda: any(e["kind"] == "checkpoint" for e in window.runs[second].data.events), timeout=10_000)
     window.act_stop.trigger()
-    qtbot.waitUntil(lambda: window.state == "stopped" and window.engine is None, timeout=RUN_TIMEOUT)
+    qtbot.waitUntil(lambda: window.state == "stopped" and window.engine_run.process is None, timeout=RUN_TIMEOUT)
     kinds = [e["kind"] for e in open_run(window.runs[second].path).events()]
     assert {"paused", "resumed", "stopped"} <= set(kinds)
     assert open_run(window.runs[second].path).status == "stopped"
@@ -163,7 +163,7 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
     assert first not in window.runs
     assert window.open_run(path) == first
     qtbot.waitUntil(lambda: rows(window, first) == 60 and window.runs[first].data.status == "finished")
-    assert str(path) in window._recent("recent_runs")
+    assert str(path) in window.recent.paths("recent_runs")
 
     # 4. overlay: both runs ticked draw in the same plots, with a legend naming each run
     for entry in window.runs.values():
@@ -180,7 +180,7 @@ def test_engine_crash_keeps_the_plots_and_opens_the_partial_run(qtbot, window):
     window.act_start.trigger()
     run_id = window.live_run_id
     qtbot.waitUntil(lambda: window.state == "running" and rows(window, run_id) > 0, timeout=RUN_TIMEOUT)
-    window.engine.kill()  # the engine process dies without closing its run file
+    window.engine_run.process.kill()  # the engine process dies without closing its run file
     qtbot.waitUntil(lambda: window.state == "crashed", timeout=10_000)
     kept = rows(window, run_id)
     assert kept > 0 and window.banner.isVisible() and "died" in window.banner.text()
@@ -200,7 +200,7 @@ def test_a_stopped_run_continues_from_its_checkpoint_into_the_same_file(qtbot, w
     qtbot.waitUntil(lambda: window.state == "running" and rows(window, run_id) > 0, timeout=RUN_TIMEOUT)
     assert not window.act_continue.isEnabled()
     window.act_stop.trigger()
-    qtbot.waitUntil(lambda: window.engine is None and window.runs[run_id].data.status == "stopped",
+    qtbot.waitUntil(lambda: window.engine_run.process is None and window.runs[run_id].data.status == "stopped",
                     timeout=RUN_TIMEOUT)
     with open_run(window.runs[run_id].path) as run:
         stopped_at = int(run.series("train/loss")[0][-1])
@@ -210,7 +210,7 @@ def test_a_stopped_run_continues_from_its_checkpoint_into_the_same_file(qtbot, w
                     and rows(window, run_id) > stopped_at + 20, timeout=RUN_TIMEOUT)
     assert window.live_run_id == run_id and len(window.runs) == 1
     window.act_stop.trigger()
-    qtbot.waitUntil(lambda: window.engine is None and window.runs[run_id].data.status == "stopped",
+    qtbot.waitUntil(lambda: window.engine_run.process is None and window.runs[run_id].data.status == "stopped",
                     timeout=RUN_TIMEOUT)
     shown = window.runs[run_id].data.steps("train/loss")
     assert list(shown) == list(range(1, len(shown) + 1))  # what the window plots: no gap, no repeat
@@ -234,7 +234,7 @@ def test_drop_opens_runs_and_configs(qtbot, window, tmp_path):
     run_id = str(run.resolve())
     qtbot.waitUntil(lambda: run_id in window.runs and rows(window, run_id) == 300)
     qtbot.waitUntil(lambda: ("demo", "Histogram") in window.plots.widgets)
-    window.pin_cursor(150)
+    window.plots.pin_cursor(150)
     assert window.plots.widgets[("demo", "Histogram")].values.text() == "step 100"
 
 
@@ -252,8 +252,8 @@ def test_a_diverging_run_says_so(qtbot, window):
     type_into(qtbot, window, "optimizer.lr", "1e12")
     qtbot.waitUntil(lambda: window.start_button.isEnabled())
     window.act_start.trigger()
-    qtbot.waitUntil(lambda: window.state == "diverged" and window.engine is None, timeout=RUN_TIMEOUT)
-    assert window.state_label.text() == "diverged" and window.banner.isVisible()
+    qtbot.waitUntil(lambda: window.state == "diverged" and window.engine_run.process is None, timeout=RUN_TIMEOUT)
+    assert window.run_status.state_label.text() == "diverged" and window.banner.isVisible()
     assert "diverged" in window.banner.text()
 
 
