@@ -100,7 +100,7 @@ def test_config_save_load_and_recent(qtbot, window, tmp_path):
     assert window.form.editors["optimizer.lr"].get() == 0.1
     window.load_config(path)  # …and the saved one again
     assert window.form.editors["optimizer.lr"].get() == 0.02
-    assert window.form.model_editors["mlp"]["hidden"].get() == [8, 4]
+    assert window.form.all_editors()["model.hidden"].get() == [8, 4]
     assert str(path.resolve()) in window.recent.paths("recent_configs")
     assert [a.text() for a in window.setup_panel.recent_menu.actions()][0] == str(path.resolve())
 
@@ -120,6 +120,8 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
     drawn = [it for k, it in loss.canvas._items.items() if k.startswith("0|train/loss|None|smooth")][0]
     assert drawn.getData()[0][-1] == 60
     assert sum(seen) >= 60 and window.run_status.progress.value() == 60
+    assert window.run_status.rate_label.text().endswith("steps/s · done") and window.windowTitle() == \
+        f"{window.runs[first].path.stem} (finished)"  # Qt adds the application's name
     assert window.findings_list.count() > 0 and "calibration" in window.findings_list.item(0).text()
     assert ("calibration", "Reliability diagram") in window.plots.widgets
 
@@ -141,10 +143,16 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
     window.act_start.trigger()
     second = window.live_run_id
     assert second != first
+    rate = window.run_status.rate_label
+    assert rate.text() == " starting the engine…"  # nothing of the first run's speed or end stays
     qtbot.waitUntil(lambda: window.state == "running" and rows(window, second) > 0, timeout=RUN_TIMEOUT)
+    qtbot.waitUntil(lambda: "ETA" in rate.text(), timeout=10_000)
     window.act_pause.trigger()
     qtbot.waitUntil(lambda: window.state == "paused", timeout=10_000)
     assert window.act_pause.text() == "Resume"
+    stem = window.runs[second].path.stem
+    assert rate.text().startswith(" paused at step") and "ETA" not in rate.text()
+    assert window.runs[second].item.text() == f"{stem} — paused" and window.windowTitle() == f"{stem} (paused)"
     paused_at = rows(window, second)
     window.act_pause.trigger()
     qtbot.waitUntil(lambda: window.state == "running" and rows(window, second) > paused_at, timeout=10_000)
@@ -152,6 +160,7 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
     qtbot.waitUntil(lambda: any(e["kind"] == "checkpoint" for e in window.runs[second].data.events), timeout=10_000)
     window.act_stop.trigger()
     qtbot.waitUntil(lambda: window.state == "stopped" and window.engine_run.process is None, timeout=RUN_TIMEOUT)
+    assert rate.text().startswith(" stopped after step") and "ETA" not in rate.text()
     kinds = [e["kind"] for e in open_run(window.runs[second].path).events()]
     assert {"paused", "resumed", "stopped"} <= set(kinds)
     assert open_run(window.runs[second].path).status == "stopped"
@@ -174,6 +183,13 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
     labels = [label.text for _, label in loss.canvas.legend.items]
     assert any(t.startswith("first") for t in labels) and any(t.startswith("second") for t in labels)
 
+    # 5. with every run closed the window says how to begin, and its title names no run
+    while window.runs:
+        next(iter(window.runs.values())).item.setSelected(True)
+        window.close_selected_run()
+    assert window.windowTitle() == "" and window.placeholder.isVisible()
+    assert window.placeholder.text().startswith("Set up a run on the left")
+
 
 def test_engine_crash_keeps_the_plots_and_opens_the_partial_run(qtbot, window):
     small_run(qtbot, window, "doomed", 100_000, plugins=False)
@@ -184,6 +200,7 @@ def test_engine_crash_keeps_the_plots_and_opens_the_partial_run(qtbot, window):
     qtbot.waitUntil(lambda: window.state == "crashed", timeout=10_000)
     kept = rows(window, run_id)
     assert kept > 0 and window.banner.isVisible() and "died" in window.banner.text()
+    assert window.run_status.rate_label.text().startswith(" crashed after step")
     assert window.plots.isVisible() and window.act_start.isEnabled()
     window._on_banner_link("reopen")
     qtbot.waitUntil(lambda: rows(window, run_id) >= kept and window.runs[run_id].data.status == "crashed",
@@ -206,8 +223,12 @@ def test_a_stopped_run_continues_from_its_checkpoint_into_the_same_file(qtbot, w
         stopped_at = int(run.series("train/loss")[0][-1])
     assert window.act_continue.isEnabled()
     window.act_continue.trigger()
-    qtbot.waitUntil(lambda: window.state == "running" and run_id in window.runs
-                    and rows(window, run_id) > stopped_at + 20, timeout=RUN_TIMEOUT)
+    # the run stays on screen while the engine starts, and the progress goes on from its checkpoint
+    assert window.state == "starting" and window.run_status.progress.value() == stopped_at
+    shown = []
+    qtbot.waitUntil(lambda: shown.append((window.plots.isVisible(), rows(window, run_id))) or (
+        window.state == "running" and rows(window, run_id) > stopped_at + 20), timeout=RUN_TIMEOUT)
+    assert all(visible and n >= stopped_at for visible, n in shown), shown[:5]
     assert window.live_run_id == run_id and len(window.runs) == 1
     window.act_stop.trigger()
     qtbot.waitUntil(lambda: window.engine_run.process is None and window.runs[run_id].data.status == "stopped",
@@ -295,3 +316,43 @@ def test_export_report_of_the_shown_run(qtbot, window, tmp_path):
     HTMLParser().feed(text)
     assert out == tmp_path / "shown.html" and "data:image/png;base64," in text  # plots embedded
     assert (tmp_path / "shown.json").is_file()
+
+
+PYTHON_MODEL = """import torch.nn as nn
+
+
+def make(input_shape, n_classes, width=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, n_classes))
+"""
+
+
+def test_a_python_models_options_survive_load_edit_start_and_save(qtbot, window, tmp_path):
+    from engine.models import build_model
+    (tmp_path / "mymodel.py").write_text(PYTHON_MODEL)
+    path = tmp_path / "py.toml"
+    path.write_text('[run]\nname = "py"\nsteps = 5\neval_every = 5\n\n[model]\nname = "python:mymodel.py:make"\n'
+                    'width = 48\n')
+    assert window.load_config(path)
+    (key, value, _), = window.form.model_options.rows
+    assert (key.text(), value.text()) == ("width", "48") and not key.isHidden()
+    value.setText("40")  # edited in the form
+    qtbot.waitUntil(lambda: window.form.config is not None and window.start_button.isEnabled())
+    window.act_start.trigger()
+    run_id = window.live_run_id
+    qtbot.waitUntil(lambda: window.state == "finished", timeout=RUN_TIMEOUT)
+    saved = tmp_path / "saved.toml"
+    assert window.save_config(saved)
+    cli = RunConfig.from_toml(saved)
+    with open_run(window.runs[run_id].path) as run:
+        trained, env = run.config["model"], run.meta
+    assert trained == cli.sections["model"] == {"name": "python:mymodel.py:make", "width": 40}
+    model = build_model(cli.sections["model"], env["input_shape"], env["n_classes"], tmp_path)
+    assert env["parameters"] == sum(p.numel() for p in model.parameters()) == 64 * 40 + 40 + 40 * 10 + 10
+
+
+def test_the_settings_to_fix_note_does_not_push_the_form_down(qtbot, window):
+    name = window.form.editors["run.name"].input
+    before = name.mapTo(window, QtCore.QPoint(0, 0))
+    type_into(qtbot, window, "optimizer.lr", "-1")
+    qtbot.waitUntil(window.form.summary.isVisible)
+    assert name.mapTo(window, QtCore.QPoint(0, 0)) == before

@@ -18,7 +18,7 @@ from engine.errors import ConfigError
 from engine.store import latest_checkpoint
 
 from .. import theme as theme_mod
-from ..config_form import DEFAULT_CONFIG, ConfigForm, load_plugin_classes
+from ..form import DEFAULT_CONFIG, ConfigForm, load_plugin_classes
 from ..tasks import RunPoller, TaskRunner
 from ..views import THEMES, Trace
 from .actions import build_actions, build_menus, build_toolbar
@@ -45,7 +45,6 @@ class MainWindow(QtWidgets.QMainWindow):
         super().__init__()
         self.settings = settings or QtCore.QSettings()
         self.runs_dir = Path(runs_dir or self.settings.value("runs_dir", str(Path.cwd() / "runs")))
-        self.setWindowTitle("TrainDx")
         self.setAcceptDrops(True)
         self.tasks = TaskRunner(self)
         self.poller = RunPoller(self)
@@ -106,7 +105,7 @@ class MainWindow(QtWidgets.QMainWindow):
             lambda _: self.apply_theme(self.theme_mode))
         self.apply_theme(self.theme_mode)
         self._restore_window()
-        self.form.load_toml(DEFAULT_CONFIG)
+        self.form.load_toml(DEFAULT_CONFIG, all_plugins=True)
         self.tasks.start(load_plugin_classes, on_done=self._on_plugins_loaded,
                          on_exception=lambda e: self.form.set_plugins({}, {"plugins": str(e)}))
         self._on_state("idle")
@@ -171,27 +170,25 @@ class MainWindow(QtWidgets.QMainWindow):
     # Config
     # =============================================================================================
     def _on_plugins_loaded(self, result) -> None:
-        classes, failures = result
-        raw = getattr(self.form, "_pending_raw", None)
-        self.form.set_plugins(classes, failures)
-        if raw is not None:
-            default = self.form.source_path is not None and self.form.source_path.resolve() == DEFAULT_CONFIG
-            self.form.set_raw(raw, enable_all_plugins=default)
+        self.form.set_plugins(*result)
         self.plugins_loaded = True
 
-    def load_config(self, path: str | Path) -> bool:
+    def load_config(self, path: str | Path, all_plugins: bool = False) -> bool:
+        """Fill the form from a TOML file exactly as ``traindx run`` reads it."""
         path = Path(path)
         try:
-            self.form.load_toml(path)
+            self.form.load_toml(path, all_plugins)
         except (OSError, ValueError) as exc:
             QtWidgets.QMessageBox.warning(self, "Cannot load config", f"{path}: {exc}")
             return False
-        self.setup_panel.source_label.setText(f"from {path}")
+        every = " with every installed analysis" if all_plugins else ""
+        self.setup_panel.source_label.setText(f"from {path}{every}")
         self.recent.add("recent_configs", path)
         return True
 
     def load_default_config(self) -> None:
-        self.load_config(DEFAULT_CONFIG)
+        """The bundled digits example, with every installed analysis switched on: a ready demo."""
+        self.load_config(DEFAULT_CONFIG, all_plugins=True)
 
     def load_config_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load run config", str(self._last_dir()),
@@ -251,8 +248,9 @@ class MainWindow(QtWidgets.QMainWindow):
         return entry
 
     def continue_run(self) -> bool:
-        """Train a stopped or crashed run on from its last checkpoint, into its own file; the
-        engine drops what was written after that checkpoint, so the run is shown afresh."""
+        """Train a stopped or crashed run on from its last checkpoint, into its own file. What is
+        plotted stays until the engine has reopened the file (dropping the rows written after the
+        checkpoint); then the run is read afresh."""
         entry = self.continue_target()
         if entry is None:
             return False
@@ -261,16 +259,19 @@ class MainWindow(QtWidgets.QMainWindow):
         except ConfigError as exc:
             QtWidgets.QMessageBox.warning(self, "Cannot continue run", f"{entry.path}: {exc}")
             return False
-        self._remove_run(entry.run_id)
-        self._launch(config, entry.path, resume=True)
+        self.poller.remove(entry.run_id)  # the engine must reopen the file for writing: no reader holds it
+        checkpoint = latest_checkpoint(entry.path)
+        self._launch(config, entry.path, resume=True, step=int(checkpoint.stem.removeprefix("step_")))
         return True
 
-    def _launch(self, config: RunConfig, out: Path, resume: bool = False) -> None:
-        self.run_status.start(config.sections["run"]["steps"])
+    def _launch(self, config: RunConfig, out: Path, resume: bool = False, step: int = 0) -> None:
+        self.run_status.start(config.sections["run"]["steps"], step)
         self._hide_banner()
         self.runs_panel.untick_all()
-        if resume:  # a SWMR reader must open the file only after the writer has reopened it
-            self.live_run_id, self.resuming = None, out
+        if resume:  # a SWMR reader may open the file only after the writer has reopened it
+            self.resuming = out
+            self.live_run_id = str(out)
+            self.runs[self.live_run_id].item.setCheckState(QtCore.Qt.CheckState.Checked)
         else:
             self.live_run_id = self.open_run(out, check_exists=False)
         self._findings_timer.start()
@@ -285,7 +286,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("checkpoint requested", 3000)
 
     def _on_progress(self, msg: dict) -> None:
-        self.run_status.show_progress(msg)
+        if self.state != "paused":  # no speed or time left for a run that is not moving
+            self.run_status.show_progress(msg)
 
     def _on_engine_exit(self, exitcode, error: str, unexpected: bool) -> None:
         self._findings_timer.stop()
@@ -304,10 +306,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_state(self, state: str) -> None:
         if self.resuming is not None and state != "starting":  # running, or failed before it could
-            self.live_run_id, self.resuming = self.open_run(self.resuming), None
+            self.resuming = None
+            self._reload(self.live_run_id)
         self.run_status.show_state(state)
-        live = self.runs.get(self.live_run_id)
-        self.setWindowTitle(f"TrainDx — {live.path.stem} ({state})" if live else "TrainDx")
+        if self.live_run_id in self.runs:
+            self._label_entry(self.runs[self.live_run_id])
+        self._update_title()
         self.act_pause.setText("Resume" if state == "paused" else "Pause")
         self._update_actions()
         if state in FINAL and self.live_run_id in self.runs:
@@ -324,6 +328,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_ckpt.setEnabled(self.state in ("running", "paused"))
         self.act_reopen.setEnabled(self.live_run_id is not None and not active)
         self.act_continue.setEnabled(self.continue_target() is not None)
+
+    def _update_title(self) -> None:
+        """The run shown (the live one first) and its state; Qt adds the application's name."""
+        shown = self.visible_runs()
+        entry = self.runs.get(self.live_run_id) or (shown[0] if shown else None)
+        self.setWindowTitle(f"{entry.path.stem} ({self._status_of(entry)})" if entry else "")
+
+    def _status_of(self, entry: RunEntry) -> str:
+        """The engine's state for the run it trains (the file says "running" while paused)."""
+        live = entry.run_id == self.live_run_id and self.engine_run.process is not None
+        return self.state if live else entry.data.status
+
+    def _label_entry(self, entry: RunEntry) -> None:
+        entry.item.setText(f"{entry.path.stem} — {self._status_of(entry)}")
 
     def reopen_live_run(self) -> None:
         if self.live_run_id in self.runs:
@@ -430,10 +448,21 @@ class MainWindow(QtWidgets.QMainWindow):
         """Ticked runs; the live run (or the first ticked) first, so it sets the x axis."""
         return self.runs_panel.ticked(self.live_run_id)
 
+    def _reload(self, run_id: str) -> None:
+        """Read a run file afresh; what is drawn stays until its first rows arrive."""
+        entry = self.runs.get(run_id)
+        if entry is not None:
+            entry.reloading = True
+            self.poller.add(run_id, entry.path, fresh=True)
+
     def _on_rows(self, run_id: str, chunk: dict) -> None:
         entry = self.runs.get(run_id)
         if entry is None:
             return
+        if entry.reloading:  # the file read afresh: its rows replace the ones shown
+            entry.reloading = False
+            entry.data = entry.data.emptied()
+            self._traces_changed()
         for name, (steps, values) in chunk.items():
             entry.data.extend(name, steps, values)
         if run_id == self.live_run_id and "train/loss" in chunk:
@@ -450,8 +479,9 @@ class MainWindow(QtWidgets.QMainWindow):
         d.config, d.meta = meta["config"], meta["meta"]
         d.label = (d.config.get("run") or {}).get("name") or entry.path.stem
         d.version += 1
-        entry.item.setText(f"{entry.path.stem} — {d.status}")
+        self._label_entry(entry)
         self._update_actions()
+        self._update_title()
         if first or d.label != old_label:
             self._traces_changed()
         self._show_events()
@@ -486,8 +516,8 @@ class MainWindow(QtWidgets.QMainWindow):
         has_views = bool(self.plots.widgets)
         self.plots.setVisible(has_views)
         self.placeholder.setVisible(not has_views)
-        if not has_views and visible:
-            self.placeholder.setText("waiting for the run file…")
+        self.placeholder.setText("waiting for the run file…" if visible else START_HINT)
+        self._update_title()
         self._show_findings()
         self._show_events()
         self._update_actions()  # what Continue acts on follows what is shown

@@ -20,6 +20,7 @@ class RunEntry:
     data: RunData
     color: str
     item: QtWidgets.QListWidgetItem
+    reloading: bool = False  # read afresh (a continued run): the shown data stays until new rows come
 
 
 class RunsPanel(QtWidgets.QWidget):

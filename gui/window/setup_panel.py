@@ -31,6 +31,7 @@ class SetupPanel(QtWidgets.QWidget):
         scroll.setWidget(form)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay.addWidget(scroll, 1)
+        lay.addWidget(form.summary)  # under the form, not in it: it must not push the fields down
         self.start_button = QtWidgets.QPushButton("Start")
         self.start_button.setIcon(w.act_start.icon())
         self.start_button.setToolTip(w.act_start.toolTip())
