@@ -130,8 +130,7 @@ def test_quantisation_is_switched_on_and_off_with_the_engines_messages(form):
     assert "quantize" not in form.validate().sections["model"]
 
 
-def test_a_built_in_sources_declared_options_show_when_it_is_chosen(qtbot, plugin_classes, planted_source,
-                                                                     tmp_path):
+def test_a_built_in_sources_declared_options_show_when_it_is_chosen(qtbot, plugin_classes, planted_source, tmp_path):
     form = ConfigForm()
     qtbot.addWidget(form)
     form.set_plugins(*plugin_classes)

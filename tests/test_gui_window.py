@@ -29,7 +29,8 @@ def window(qtbot, tmp_path):
         w.engine_run.process = None
     w.shutdown()
     assert not w.poller.isRunning(), "the poller thread outlived the window"
-    active = [(t.parent().metaObject().className(), t.interval()) for t in w.findChildren(QtCore.QTimer) if t.isActive()]
+    active = [(t.parent().metaObject().className(), t.interval()) for t in w.findChildren(QtCore.QTimer)
+              if t.isActive()]
     assert not active, f"a QTimer outlived the window: {active}"
     assert w.tasks.pool.activeThreadCount() == 0, "a task outlived the window"
 
@@ -54,6 +55,27 @@ def small_run(qtbot, window, name, steps, plugins=True):
 
 def rows(window, run_id, name="train/loss"):
     return window.runs[run_id].data.length(name)
+
+
+def assert_readable_ticks(window):
+    """Every plot on screen labels both axes with two ticks or more, each whole inside the plot."""
+    from gui.views.axis import drawn_ticks
+    from gui.views.export import settle_axes
+    checked = 0
+    for (_, title), w in window.plots.widgets.items():
+        if w.view["kind"] in ("table", "image_grid"):
+            continue
+        settle_axes(w.canvas)  # as painting it would: an axis widens to its labels when drawn
+        for plot in w.canvas.plots:
+            for name in ("left", "bottom"):
+                axis = plot.getAxis(name)
+                ticks = drawn_ticks(axis)
+                assert len(ticks) >= 2, (title, name, ticks)
+                for text, rect in ticks:
+                    drawn = w.canvas.mapFromScene(axis.mapRectToScene(rect)).boundingRect()
+                    assert w.canvas.rect().contains(drawn), (title, name, text)
+                checked += 1
+    assert checked
 
 
 def test_opens_on_the_ready_default_with_installed_plugins_enabled(window):
@@ -124,6 +146,7 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
         f"{window.runs[first].path.stem} (finished)"  # Qt adds the application's name
     assert window.findings_list.count() > 0 and "calibration" in window.findings_list.item(0).text()
     assert ("calibration", "Reliability diagram") in window.plots.widgets
+    assert_readable_ticks(window)
 
     # the linked cursor: pinning a step marks it in every step plot; row plots show that row
     window.plots.pin_cursor(30)
@@ -179,8 +202,8 @@ def test_train_watch_pause_resume_stop_reopen_and_overlay(qtbot, window):
         entry.item.setCheckState(QtCore.Qt.CheckState.Checked)
     loss = window.plots.widgets[("core", "Loss")]
     assert len(loss.traces) == 2
-    qtbot.waitUntil(lambda: loss.canvas.legend.isVisible())
-    labels = [label.text for _, label in loss.canvas.legend.items]
+    qtbot.waitUntil(lambda: loss.canvas.legend.item.isVisible())
+    labels = loss.canvas.legend.labels
     assert any(t.startswith("first") for t in labels) and any(t.startswith("second") for t in labels)
 
     # 5. with every run closed the window says how to begin, and its title names no run
@@ -257,6 +280,7 @@ def test_drop_opens_runs_and_configs(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: ("demo", "Histogram") in window.plots.widgets)
     window.plots.pin_cursor(150)
     assert window.plots.widgets[("demo", "Histogram")].values.text() == "step 100"
+    assert_readable_ticks(window)
 
 
 def test_loading_a_file_with_an_unknown_key_says_what_was_ignored(qtbot, window, tmp_path):
@@ -276,6 +300,35 @@ def test_a_diverging_run_says_so(qtbot, window):
     qtbot.waitUntil(lambda: window.state == "diverged" and window.engine_run.process is None, timeout=RUN_TIMEOUT)
     assert window.run_status.state_label.text() == "diverged" and window.banner.isVisible()
     assert "diverged" in window.banner.text()
+
+
+def lightness(widget) -> tuple[float, float]:
+    """(median, brightest) grey level of a widget's picture: its background and its text."""
+    import numpy as np
+    from PySide6 import QtGui
+    img = widget.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_Grayscale8)
+    a = np.frombuffer(img.constBits(), np.uint8, img.sizeInBytes()).reshape(img.height(), img.bytesPerLine())
+    a = a[:, :img.width()]
+    return float(np.median(a)), float(a.max())
+
+
+def test_a_live_theme_switch_recolours_headings_and_legends(qtbot, window, tmp_path):
+    from gui.synthetic import write_synthetic_run
+    from gui.views import THEMES
+    for seed in range(2):  # two runs overlaid: the plots have legends
+        window.open_run(write_synthetic_run(tmp_path / f"r{seed}.h5", steps=200, seed=seed))
+    loss = lambda: window.plots.widgets.get(("core", "Loss"))  # noqa: E731
+    qtbot.waitUntil(lambda: loss() is not None and len(loss().traces) == 2 and bool(loss().canvas.legend.labels))
+    for mode in ("light", "dark", "light"):
+        window.apply_theme(mode)
+        qtbot.wait(50)
+        background, text = lightness(window.plots.headers[0])
+        assert (background < 90 and text > 170) if mode == "dark" else (background > 200 and text > background - 1)
+        if mode == "dark":
+            assert lightness(window.plots.headers[0])[1] - background > 100  # the heading reads
+        fg = THEMES[mode]["fg"]
+        assert [fg in label.item.toHtml() for _, label in loss().canvas.legend.item.items] == \
+            [True] * len(loss().canvas.legend.labels)
 
 
 def test_shortcuts_theme_and_window_state_are_remembered(qtbot, window, tmp_path):

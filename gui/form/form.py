@@ -206,10 +206,11 @@ class ConfigForm(QtWidgets.QWidget):
             for section, group in self.sections.items():
                 group.set_values(tables[section])
             model = tables["model"]
-            self.model_choices.set_values(self._model_choice(),
-                                        {k: v for k, v in model.items() if k not in ("name", "quantize")})
-            self.quantize.setChecked(isinstance(model.get("quantize"), dict))
-            self.quantize_fields.set_values(model.get("quantize") if isinstance(model.get("quantize"), dict) else {})
+            options = {k: v for k, v in model.items() if k not in ("name", "quantize")}
+            self.model_choices.set_values(self._model_choice(), options)
+            quantize = model.get("quantize")
+            self.quantize.setChecked(isinstance(quantize, dict))
+            self.quantize_fields.set_values(quantize if isinstance(quantize, dict) else {})
             self.source_choices.set_values(self.editors["data.source"].get(), tables["data"])
             plugins = _table(raw, "plugins")
             for name, box in self.plugin_boxes.items():

@@ -2,32 +2,14 @@
 two-panel reliability plot, and a table."""
 from __future__ import annotations
 
-import math
-
 import pyqtgraph as pg
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtCore, QtWidgets
 
-from .legend import MAX_LEGEND, place_legend
+from .axis import END_MARGIN, Axis
+from .legend import Legend
 from .style import THEMES
 
-
-class Axis(pg.AxisItem):
-    """On a log axis, labels only 1, 2 and 5 × 10^k (pyqtgraph labels every minor tick, and they overlap)."""
-
-    def __init__(self, orientation: str):
-        super().__init__(orientation)
-        self.enableAutoSIPrefix(False)  # "accuracy (x0.001)" reads worse than plain numbers
-        self.setStyle(maxTickLevel=1)  # the finest grid level tripled the repaint time of a plot
-
-    def tickStrings(self, values, scale, spacing):
-        strings = super().tickStrings(values, scale, spacing)
-        if not self.logMode:
-            return strings
-        keep = []
-        for v, text in zip(values, strings):
-            mantissa = 10 ** (v - math.floor(v + 1e-9))
-            keep.append(text if min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-6 else "")
-        return keep
+PLOT_MARGINS = (1, END_MARGIN, END_MARGIN, 1)  # room for the labels at the ends of the axes
 
 
 class PlotCanvas(pg.PlotWidget):
@@ -39,8 +21,8 @@ class PlotCanvas(pg.PlotWidget):
         self._touched: set[str] = set()
         self.plotItem.setMenuEnabled(False)
         self.plotItem.showGrid(x=True, y=True, alpha=0.15)
-        self.legend = self.plotItem.addLegend(offset=(-4, 4), labelTextSize="8pt", verSpacing=-6)
-        self.legend.setVisible(False)
+        self.plotItem.layout.setContentsMargins(*PLOT_MARGINS)
+        self.legend = Legend(self.plotItem)
         self.cursor_line = pg.InfiniteLine(angle=90, movable=False)
         self.cursor_line.setZValue(100)
         self.cursor_line.setVisible(False)
@@ -49,11 +31,15 @@ class PlotCanvas(pg.PlotWidget):
         self.note.setZValue(101)
         self.plotItem.addItem(self.note, ignoreBounds=True)
         self.theme = THEMES["light"]
-        self.show_legend: bool | None = None  # None: automatic
-        self.place_legend = True  # into the emptiest corner (see end())
+
+    @property
+    def legends(self) -> tuple[Legend, ...]:
+        return (self.legend,)
 
     def begin(self) -> None:
         self._touched.clear()
+        for legend in self.legends:
+            legend.begin()
 
     @property
     def plots(self) -> tuple:
@@ -75,11 +61,13 @@ class PlotCanvas(pg.PlotWidget):
             item = self._items.pop(key)
             for plot in self.plots:  # removeItem ignores an item that is not in that plot
                 plot.removeItem(item)
-        n = len(self.legend.items)
-        auto = 1 < n <= MAX_LEGEND  # more entries than that cover the curves: the header lists values
-        self.legend.setVisible(auto if self.show_legend is None else self.show_legend and n > 0)
-        if self.legend.isVisible() and self.place_legend:
-            place_legend(self.plotItem, self.legend)
+        for legend in self.legends:
+            legend.end()
+
+    def show_legends(self, on: bool | None) -> None:
+        """Legends on, off, or (None) shown automatically where they fit."""
+        for legend in self.legends:
+            legend.show = on
 
     def columns(self) -> int:
         """Pixel columns of the data area: the resolution curves are reduced to."""
@@ -113,10 +101,8 @@ class PlotCanvas(pg.PlotWidget):
         self.plotItem.titleLabel.setAttr("color", theme["fg"])
         self.cursor_line.setPen(pg.mkPen(theme["cursor"], width=1, style=QtCore.Qt.PenStyle.DashLine))
         self.note.setColor(theme["fg"])
-        self.legend.setLabelTextColor(theme["fg"])
-        bg = QtGui.QColor(theme["bg"])
-        bg.setAlpha(190)
-        self.legend.setBrush(pg.mkBrush(bg))
+        for legend in self.legends:
+            legend.apply_theme(theme)
 
 
 class ReliabilityCanvas(PlotCanvas):
@@ -129,10 +115,12 @@ class ReliabilityCanvas(PlotCanvas):
         super().__init__(parent)
         self.share_plot = pg.PlotItem(axisItems={"left": Axis("left"), "bottom": Axis("bottom")})
         self.share_plot.setMenuEnabled(False)
+        self.share_plot.layout.setContentsMargins(*PLOT_MARGINS)
         self.share_plot.showGrid(x=True, y=True, alpha=0.15)
         self.share_plot.setXLink(self.plotItem)
         self.share_plot.vb.setMouseEnabled(x=True, y=False)  # y always fits the histogram
-        self.share_plot.addLegend(offset=(4, 4), labelTextSize="8pt", verSpacing=-6, colCount=2)  # a row per run
+        # the means, top left over a short panel: confident models' bars stand at the right
+        self.share_legend = Legend(self.share_plot, offset=(4, 4), min_entries=1, place=False, max_height=0.75)
         layout = pg.GraphicsLayout()
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -143,21 +131,20 @@ class ReliabilityCanvas(PlotCanvas):
         layout.layout.setRowStretchFactor(1, 1)
         for plot in self.plots:
             plot.getAxis("left").setWidth(self.AXIS_WIDTH)
-        self.legend.setOffset((4, 4))  # top left: high-confidence bars reach the top right
-        self.place_legend = False  # the bars are not curves: the emptiest-corner count would miss them
+        self.legend.item.setOffset((4, 4))  # top left: high-confidence bars reach the top right
+        self.legend.place = False  # the bars are not curves: the emptiest-corner count would miss them
 
     @property
     def plots(self) -> tuple:
         return (self.plotItem, self.share_plot)
 
+    @property
+    def legends(self) -> tuple[Legend, ...]:
+        return (self.legend, self.share_legend)
+
     def set_share_label(self, axis: str, text: str) -> None:
         if self.share_plot.getAxis(axis).labelText != text:
             self.share_plot.setLabel(axis, text)
-
-    def end(self) -> None:
-        super().end()
-        legend = self.share_plot.legend
-        legend.setVisible(bool(legend.items) and self.show_legend is not False)
 
     def apply_theme(self, theme: dict) -> None:
         super().apply_theme(theme)
@@ -165,8 +152,6 @@ class ReliabilityCanvas(PlotCanvas):
             axis = self.share_plot.getAxis(name)
             axis.setPen(pg.mkPen(theme["fg"]))
             axis.setTextPen(pg.mkPen(theme["fg"]))
-        self.share_plot.legend.setLabelTextColor(theme["fg"])
-        self.share_plot.legend.setBrush(self.legend.opts["brush"])
 
 
 class TableCanvas(QtWidgets.QTableWidget):

@@ -1,6 +1,7 @@
 """A view's data as CSV, a widget as PNG/SVG bytes, and a view drawn offscreen for reports."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -10,6 +11,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from ..rundata import RunData
+from .axis import drawn_ticks
 from .canvas import PlotCanvas, make_canvas
 from .options import ROW_KINDS, STEP_KINDS, PlotOptions, Trace, effective
 from .paint import paint
@@ -68,6 +70,21 @@ def widget_image(widget: QtWidgets.QWidget, fmt: str) -> bytes:
     raise ValueError(f"fmt: got {fmt!r}, expected 'png' or 'svg'")
 
 
+def settle_axes(canvas) -> None:
+    """Let every axis take the room its labels need before a picture is taken: pyqtgraph widens an
+    axis only while drawing it, so a single offscreen paint would leave labels out."""
+    if not isinstance(canvas, PlotCanvas):
+        return
+    axes = [plot.getAxis(name) for plot in canvas.plots for name in ("left", "bottom")]
+    for _ in range(4):
+        before = [axis.geometry() for axis in axes]
+        for axis in axes:
+            drawn_ticks(axis)
+        QtWidgets.QApplication.processEvents()
+        if [axis.geometry() for axis in axes] == before:
+            return
+
+
 def ensure_app() -> QtWidgets.QApplication:
     """The running QApplication, or a new one (offscreen when there is no display)."""
     app = QtWidgets.QApplication.instance()
@@ -78,15 +95,12 @@ def ensure_app() -> QtWidgets.QApplication:
     return app
 
 
-def render_view_image(view: dict, run, step: int | None = None, width: int = 720, height: int = 360,
-                      fmt: str = "png", smoothing: float = 0.0, *, theme: str = "light") -> bytes:
-    """One declared view of a run (a RunReader, or a RunData) drawn offscreen as PNG or SVG bytes.
-
-    ``step`` marks the cursor (row views show the row there; None: the latest row). Uses the same
-    painters as the live ``ViewWidget``; the title is drawn above the plot.
-    """
-    if fmt not in ("png", "svg"):
-        raise ValueError(f"fmt: got {fmt!r}, expected 'png' or 'svg'")
+@contextlib.contextmanager
+def rendered_view(view: dict, run, step: int | None = None, width: int = 720, height: int = 360,
+                  smoothing: float = 0.0, theme: str = "light"):
+    """One declared view of a run (a RunReader, or a RunData) drawn offscreen, title above: yields
+    (frame, canvas) ready to be pictured. ``step`` marks the cursor (row views show the row there;
+    None: the latest row). Uses the same painters as the live ``ViewWidget``."""
     ensure_app()
     data = run if isinstance(run, RunData) else RunData.from_reader(run, names=view["series"])
     frame = QtWidgets.QWidget()
@@ -117,8 +131,18 @@ def render_view_image(view: dict, run, step: int | None = None, width: int = 720
         if view["kind"] in STEP_KINDS:  # the reduction depends on the final width
             paint(canvas, view, [trace], opts, step)
     QtWidgets.QApplication.processEvents()
+    settle_axes(canvas)
     try:
-        return widget_image(frame, fmt)
+        yield frame, canvas
     finally:
         frame.close()
         frame.deleteLater()
+
+
+def render_view_image(view: dict, run, step: int | None = None, width: int = 720, height: int = 360,
+                      fmt: str = "png", smoothing: float = 0.0, *, theme: str = "light") -> bytes:
+    """One declared view of a run drawn offscreen as PNG or SVG bytes (see ``rendered_view``)."""
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"fmt: got {fmt!r}, expected 'png' or 'svg'")
+    with rendered_view(view, run, step, width, height, smoothing, theme) as (frame, _):
+        return widget_image(frame, fmt)

@@ -10,8 +10,8 @@ from PySide6 import QtCore
 from .canvas import PlotCanvas, ReliabilityCanvas
 from .legend import legend_label, short_name
 from .options import PlotOptions, Trace
-from .rows import row_note, row_traces
-from .style import PALETTE, brush, curve_style, pen
+from .rows import fill_color, row_note, row_traces
+from .style import PALETTE, brush, pen
 
 GAP_COLOR = "#e15759"
 
@@ -28,17 +28,11 @@ def reliability_summary(row) -> dict:
             "mean_confidence": float(b[:, 4] @ b[:, 2] / total) if total > 0 else math.nan}
 
 
-def legend_bars(legend, name: str, **opts):
-    """Bars with a legend entry (a plot lists only curves in its legend by itself)."""
-    bars = pg.BarGraphItem(x0=[0], x1=[0], height=[0], **opts)
-    legend.addItem(bars, name)
-    return bars
-
-
 def paint_reliability(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions, cursor) -> str:
     """Guo et al. (2017): accuracy bars per bin with the gap to the bin's mean confidence, Clopper–Pearson
     error bars and the diagonal above; the share of samples per bin with the mean accuracy and mean
-    confidence over all samples below (on a plain ``PlotCanvas``, the upper panel only)."""
+    confidence over all samples below (on a plain ``PlotCanvas``, the upper panel only). Several runs
+    are told apart by colour, named in the upper legend; the lower one gives each run's means."""
     rows = list(row_traces(view, traces, cursor))
     lower = canvas.share_plot if isinstance(canvas, ReliabilityCanvas) else None
     diag = canvas.get("diagonal", lambda: pg.PlotDataItem([0, 1], [0, 1]))
@@ -49,18 +43,19 @@ def paint_reliability(canvas: PlotCanvas, view: dict, traces: list[Trace], opts:
         if not len(r["count"]):
             continue
         acc, conf = r["accuracy"], r["confidence"]
-        color = curve_style(traces, t, j)[0]
+        color = fill_color(traces, t, j)
         key = f"{t}|{name}"
-        label = "accuracy" if single else legend_label(view, traces, t, short_name(view, name))
         bars = canvas.get(key + "|bars", lambda: pg.BarGraphItem(x0=[0], x1=[0], height=[0]))
         bars.setOpts(x0=r["lower"], x1=r["upper"], height=acc, brush=brush(color, 60), pen=pen(color, 160))
-        dots = canvas.get(f"{key}|dots|{label}", lambda: pg.PlotDataItem(name=label))
+        dots = canvas.get(f"{key}|dots", pg.PlotDataItem)
         dots.setData(conf, acc, pen=None, symbol="o", symbolSize=6, symbolBrush=brush(color, 255),
                      symbolPen=pen(color))
         dots.setZValue(3)
-        gap_name = "gap" if t == 0 and j == 0 else None
-        gap = canvas.get(f"{key}|gap|{gap_name}", lambda: legend_bars(canvas.legend, gap_name) if gap_name
-                         else pg.BarGraphItem(x0=[0], x1=[0], height=[0]))
+        label = "accuracy" if single else legend_label(view, traces, t, short_name(view, name))
+        canvas.legend.entry(f"dots|{color}", label,
+                            lambda: pg.PlotDataItem(pen=None, symbol="o", symbolSize=9, symbolPen=pen(color),
+                                                    symbolBrush=brush(color, 255)))
+        gap = canvas.get(f"{key}|gap", lambda: pg.BarGraphItem(x0=[0], x1=[0], height=[0]))
         gap.setOpts(x0=r["lower"], x1=r["upper"], y0=np.minimum(acc, conf), height=np.abs(conf - acc),
                     brush=brush(GAP_COLOR, 90), pen=pen(GAP_COLOR, 170))
         gap.setZValue(1)
@@ -73,22 +68,21 @@ def paint_reliability(canvas: PlotCanvas, view: dict, traces: list[Trace], opts:
         hist = canvas.get(key + "|share", lambda: pg.BarGraphItem(x0=[0], x1=[0], height=[0]), plot=lower)
         hist.setOpts(x0=r["lower"], x1=r["upper"], height=r["share"], brush=brush(color, 110),
                      pen=pen(color, 200))
-        prefix = "" if single else f"{label}: "
-        for what, name, dash, line_color in (("accuracy", "accuracy", QtCore.Qt.PenStyle.SolidLine,
-                                              canvas.theme["fg"] if single else color),
-                                             ("confidence", "avg confidence", QtCore.Qt.PenStyle.DashLine,
-                                              PALETTE[1] if single else color)):
+        for what, label, dash, line_color in (("accuracy", "accuracy" if single else "acc.",
+                                               QtCore.Qt.PenStyle.SolidLine, canvas.theme["fg"] if single else color),
+                                              ("confidence", "avg confidence" if single else "conf.",
+                                               QtCore.Qt.PenStyle.DashLine, PALETTE[1] if single else color)):
             mean = r["mean_" + what]
-            text = f"{prefix}{name} {mean:.3f}"  # Guo et al.'s labels: short enough for a small panel
-            line = canvas.get(f"{key}|mean_{what}", lambda: pg.PlotDataItem(name=text), ignore_bounds=True,
-                              plot=lower)
+            line = canvas.get(f"{key}|mean_{what}", pg.PlotDataItem, ignore_bounds=True, plot=lower)
             line_pen = pen(line_color, 255, dash)
             line_pen.setWidthF(2)
             line.setData([mean, mean], [0, 1], pen=line_pen)  # clipped to the panel's height
             line.setZValue(2)
-            entry = lower.legend.getLabel(line)  # the value changes in place: the entries keep their order
-            if entry is not None and entry.text != text:
-                entry.setText(text)
+            canvas.share_legend.entry(f"{key}|{what}|{line_color}", f"{label} {mean:.3f}",  # Guo et al.'s labels
+                                      lambda p=line_pen: pg.PlotDataItem(pen=p))
+    if rows:
+        canvas.legend.entry("gap", "gap", lambda: pg.BarGraphItem(x0=[0], x1=[0], height=[0],
+                                                                  brush=brush(GAP_COLOR, 90), pen=pen(GAP_COLOR, 170)))
     canvas.set_label("bottom", "confidence")
     canvas.set_label("left", "accuracy")
     if lower is not None:

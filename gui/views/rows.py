@@ -9,9 +9,9 @@ import pyqtgraph as pg
 from PySide6 import QtWidgets
 
 from .canvas import PlotCanvas, TableCanvas
-from .legend import legend_label, short_name
+from .legend import legend_label, line_style, short_name
 from .options import PlotOptions, Trace, x_transform, y_transform
-from .style import brush, curve_style, fmt_value, pen
+from .style import PALETTE, brush, fmt_value, pen
 
 
 def row_traces(view: dict, traces: list[Trace], cursor):
@@ -32,6 +32,11 @@ def row_note(rows: list, cursor) -> str:
     return f"{where}step {steps[-1]}" if len(steps) == 1 else f"{where}steps {steps[0]}–{steps[-1]}"
 
 
+def fill_color(traces: list[Trace], t: int, j: int) -> str:
+    """Filled marks (bars, points) cannot be dashed: one run, a colour per series; several, per run."""
+    return PALETTE[j % len(PALETTE)] if len(traces) == 1 else traces[t].color
+
+
 def paint_histogram(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions, cursor) -> str:
     rows = list(row_traces(view, traces, cursor))
     edges = view.get("options", {}).get("edges")
@@ -39,28 +44,35 @@ def paint_histogram(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: P
         row = np.asarray(row, dtype=float).ravel()
         e = np.asarray(edges, float) if edges is not None and len(edges) == len(row) + 1 \
             else np.arange(len(row) + 1) - 0.5
-        color = curve_style(traces, t, j)[0]
-        label = legend_label(view, traces, t, short_name(view, name))
-        item = canvas.get(f"{t}|{name}|{label}", lambda: pg.PlotDataItem(name=label))
+        color = fill_color(traces, t, j)
+        item = canvas.get(f"{t}|{name}", pg.PlotDataItem)
         y = y_transform(row, opts.log_y, []) if opts.log_y else row
         item.setData(x_transform(e, opts.log_x), np.nan_to_num(y, nan=0.0), stepMode="center",
                      fillLevel=0 if not opts.log_y else None, brush=brush(color, 70), pen=pen(color))
+        canvas.legend.entry(f"bar|{color}", legend_label(view, traces, t, short_name(view, name)),
+                            lambda: pg.BarGraphItem(x0=[0], x1=[0], height=[0], brush=brush(color, 70),
+                                                    pen=pen(color)))
     return row_note(rows, cursor)
 
 
 def paint_curve(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions, cursor) -> str:
     rows = list(row_traces(view, traces, cursor))
     x_opt = view.get("options", {}).get("x")
+    lines = []  # (trace, series name, column, legend name) of every curve drawn
     for t, j, name, step, row in rows:
         row = np.asarray(row, dtype=float)
         row = row.reshape(len(row), -1)
         x = np.asarray(x_opt, float) if x_opt is not None and len(x_opt) == len(row) else np.arange(len(row))
         for c in range(row.shape[1]):
-            color, dash = curve_style(traces, t, j + c)
-            label = legend_label(view, traces, t, short_name(view, name))
-            item = canvas.get(f"{t}|{name}|{c}|{label}", lambda: pg.PlotDataItem(name=label if c == 0 else None))
-            item.setPen(pen(color, 255, dash))
-            item.setData(x_transform(x, opts.log_x), y_transform(row[:, c], opts.log_y, []), connect="finite")
+            legend = short_name(view, name) + (f"[{c}]" if row.shape[1] > 1 else "")
+            lines.append((t, name, c, legend, x, row[:, c]))
+    names = list(dict.fromkeys(line[3] for line in lines))
+    for t, name, c, legend, x, y in lines:
+        color, dash = line_style(traces, t, names.index(legend), len(names))
+        item = canvas.get(f"{t}|{name}|{c}", pg.PlotDataItem)
+        item.setPen(pen(color, 255, dash))
+        item.setData(x_transform(x, opts.log_x), y_transform(y, opts.log_y, []), connect="finite")
+    canvas.legend.line_entries(traces, names)
     return row_note(rows, cursor)
 
 
@@ -69,7 +81,7 @@ def paint_scatter(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: Plo
     for t, j, name, step, row in rows:
         p = np.asarray(row, dtype=float).reshape(-1, np.shape(row)[-1])
         x, y = x_transform(p[:, 0], opts.log_x), y_transform(p[:, 1], opts.log_y, [])
-        color = curve_style(traces, t, j)[0]
+        color = fill_color(traces, t, j)
         if p.shape[1] >= 3 and len(traces) == 1:
             c = p[:, 2]
             span = np.nanmax(c) - np.nanmin(c) if np.isfinite(c).any() else 0.0
@@ -77,9 +89,11 @@ def paint_scatter(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: Plo
             brushes = pg.colormap.get("viridis").map(np.nan_to_num(norm), mode="qcolor")
         else:
             brushes = brush(color, 160)
-        label = legend_label(view, traces, t, short_name(view, name))
-        item = canvas.get(f"{t}|{name}|{label}", lambda: pg.ScatterPlotItem(name=label))
+        item = canvas.get(f"{t}|{name}", pg.ScatterPlotItem)
         item.setData(x, y, size=5, pen=None, brush=brushes)
+        canvas.legend.entry(f"dot|{color}", legend_label(view, traces, t, short_name(view, name)),
+                            lambda: pg.PlotDataItem(pen=None, symbol="o", symbolSize=9, symbolPen=None,
+                                                    symbolBrush=brush(color, 160)))
     return row_note(rows, cursor)
 
 

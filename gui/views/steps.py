@@ -11,9 +11,9 @@ from PySide6 import QtCore
 from ..reduce import band_envelope, column_starts, envelope, log10_or_nan, value_at
 from ..rundata import RunData
 from .canvas import PlotCanvas
-from .legend import legend_label, short_name
+from .legend import line_style, short_name
 from .options import PlotOptions, Trace, x_transform, y_transform
-from .style import brush, curve_style, fmt_value, pen
+from .style import brush, fmt_value, pen
 
 FEW_POINTS = 60  # below this many visible points a line gets markers (sparse eval series)
 
@@ -51,34 +51,33 @@ def reduce_x_window(canvas: PlotCanvas, xs: list[np.ndarray], log_x: bool) -> tu
 
 def paint_line(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions, cursor) -> str:
     cols = canvas.columns()
-    lines = [(t, j, line) for t, tr in enumerate(traces) for j, line in enumerate(lines_of(view, tr.data))]
-    xs = {(t, line[0]): traces[t].data.x(line[0], opts.x_mode) for t, j, line in lines}
+    per_run = [lines_of(view, tr.data) for tr in traces]
+    names = list(dict.fromkeys(legend for lines in per_run for _, _, legend in lines))  # j: the same in every run
+    xs = {(t, name): traces[t].data.x(name, opts.x_mode) for t, lines in enumerate(per_run) for name, _, _ in lines}
     x0, x1 = reduce_x_window(canvas, list(xs.values()), opts.log_x)
     hidden: list[int] = []
-    for t, j, (name, col, legend) in lines:
+    for t, lines in enumerate(per_run):
         data = traces[t].data
-        x = xs[(t, name)]
-        color, dash = curve_style(traces, t, j)
-        label = legend_label(view, traces, t, legend)
-        raw = data.column(name, col)
-        key = f"{t}|{name}|{col}"
-        layers = [("raw", raw)]
-        if opts.smoothing > 0:
-            layers.append(("smooth", data.smoothed(name, col, opts.smoothing)))
-        for layer, y in layers:
-            faint = layer == "raw" and len(layers) == 2
-            rx, ry = envelope(x, y, x0, x1, cols)
-            ry = y_transform(ry, opts.log_y, hidden)
-            item = canvas.get(f"{key}|{layer}" + ("" if faint else f"|{label}"),
-                              lambda: pg.PlotDataItem(name=None if faint else label))
-            item.setPen(pen(color, 70 if faint else 255, dash))
-            sparse = len(rx) < FEW_POINTS and not faint
-            item.setSymbol("o" if sparse else None)
-            if sparse:
-                item.setSymbolSize(4)
-                item.setSymbolPen(pen(color))
-                item.setSymbolBrush(brush(color, 255))
-            item.setData(x_transform(rx, opts.log_x), ry, connect="finite")
+        for name, col, legend in lines:
+            x = xs[(t, name)]
+            color, dash = line_style(traces, t, names.index(legend), len(names))
+            layers = [("raw", data.column(name, col))]
+            if opts.smoothing > 0:
+                layers.append(("smooth", data.smoothed(name, col, opts.smoothing)))
+            for layer, y in layers:
+                faint = layer == "raw" and len(layers) == 2
+                rx, ry = envelope(x, y, x0, x1, cols)
+                ry = y_transform(ry, opts.log_y, hidden)
+                item = canvas.get(f"{t}|{name}|{col}|{layer}", pg.PlotDataItem)
+                item.setPen(pen(color, 70 if faint else 255, dash))
+                sparse = len(rx) < FEW_POINTS and not faint
+                item.setSymbol("o" if sparse else None)
+                if sparse:
+                    item.setSymbolSize(4)
+                    item.setSymbolPen(pen(color))
+                    item.setSymbolBrush(brush(color, 255))
+                item.setData(x_transform(rx, opts.log_x), ry, connect="finite")
+    canvas.legend.line_entries(traces, names)
     return f"{sum(hidden)} values ≤ 0 not shown on the log axis" if sum(hidden) else ""
 
 
@@ -87,16 +86,17 @@ def paint_band(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOp
     hidden: list[int] = []
     xs = [tr.data.x(n, opts.x_mode) for tr in traces for n in view["series"] if tr.data.has(n)]
     x0, x1 = reduce_x_window(canvas, xs, opts.log_x)
+    names = [n for n in view["series"] if any(tr.data.has(n) for tr in traces)]
     for t, tr in enumerate(traces):
-        for j, name in enumerate(n for n in view["series"] if tr.data.has(n)):
-            color, dash = curve_style(traces, t, j)
+        for name in (n for n in names if tr.data.has(n)):
+            color, dash = line_style(traces, t, names.index(name), len(names))
             x = tr.data.x(name, opts.x_mode)
             v = tr.data.values(name)
             key = f"{t}|{name}"
             bx, lo, hi = band_envelope(x, v[:, 0], v[:, 2], x0, x1, cols)
             bx = x_transform(bx, opts.log_x)
-            lo_item = canvas.get(key + "|lo", lambda: pg.PlotDataItem())
-            hi_item = canvas.get(key + "|hi", lambda: pg.PlotDataItem())
+            lo_item = canvas.get(key + "|lo", pg.PlotDataItem)
+            hi_item = canvas.get(key + "|hi", pg.PlotDataItem)
             for item, y in ((lo_item, lo), (hi_item, hi)):
                 item.setPen(pen(color, 60))
                 item.setData(bx, y_transform(y, opts.log_y, hidden), connect="finite")
@@ -104,10 +104,10 @@ def paint_band(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOp
             fill.setBrush(brush(color, 50))
             mid = tr.data.smoothed(name, 1, opts.smoothing) if opts.smoothing > 0 else v[:, 1]
             mx, my = envelope(x, mid, x0, x1, cols)
-            label = legend_label(view, traces, t, short_name(view, name))
-            item = canvas.get(f"{key}|mid|{label}", lambda: pg.PlotDataItem(name=label))
+            item = canvas.get(f"{key}|mid", pg.PlotDataItem)
             item.setPen(pen(color, 255, dash))
             item.setData(x_transform(mx, opts.log_x), y_transform(my, opts.log_y, hidden), connect="finite")
+    canvas.legend.line_entries(traces, [short_name(view, n) for n in names])
     return f"{sum(hidden)} values ≤ 0 not shown on the log axis" if sum(hidden) else ""
 
 

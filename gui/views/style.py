@@ -6,8 +6,6 @@ import math
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
-from .options import Trace
-
 PALETTE = ("#4c8fe0", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7",
            "#9c755f", "#8c8c8c")
 DASHES = (QtCore.Qt.PenStyle.SolidLine, QtCore.Qt.PenStyle.DashLine, QtCore.Qt.PenStyle.DotLine,
@@ -41,10 +39,3 @@ def brush(color: str, alpha: int):
     c = QtGui.QColor(color)
     c.setAlpha(alpha)
     return pg.mkBrush(c)
-
-
-def curve_style(traces: list[Trace], t: int, j: int) -> tuple[str, QtCore.Qt.PenStyle]:
-    """One run: a colour per line. Several runs: a colour per run, a dash pattern per line."""
-    if len(traces) == 1:
-        return PALETTE[j % len(PALETTE)], DASHES[0]
-    return traces[t].color, DASHES[j % len(DASHES)]

@@ -7,13 +7,39 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from .canvas import PlotCanvas, make_canvas
 from .export import view_csv, widget_image
-from .legend import MAX_LEGEND
 from .options import STEP_KINDS, PlotOptions, Trace, effective
 from .paint import paint
 from .steps import cursor_values, place_cursor
 
 SMOOTHING_CHOICES = (("Follow window slider", None), ("Off", 0.0), ("0.6", 0.6), ("0.8", 0.8), ("0.9", 0.9),
                      ("0.95", 0.95), ("0.99", 0.99))
+
+
+class ElidedLabel(QtWidgets.QLabel):
+    """One line of plain text cut with "…" to the width it gets, whole in its tooltip."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._full = ""
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.setTextFormat(QtCore.Qt.TextFormat.PlainText)
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def text(self) -> str:
+        """The whole text, not the part on screen."""
+        return self._full
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, QtCore.Qt.TextElideMode.ElideRight, max(self.width(), 1))
+        super().setText(shown)
 
 
 class ViewWidget(QtWidgets.QFrame):
@@ -41,9 +67,8 @@ class ViewWidget(QtWidgets.QFrame):
         self.title.setToolTip(help_text)
         self.title.setMinimumWidth(40)  # long titles must not widen the plot grid
         self.setToolTip(help_text)
-        self.values = QtWidgets.QLabel()
+        self.values = ElidedLabel()  # what the plot shows at the cursor, or a note on what it shows
         self.values.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.values.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         self.values.setStyleSheet("color: palette(placeholder-text); font-size: 8pt;")
         self.menu_button = QtWidgets.QToolButton(text="⋯")
         self.menu_button.setAutoRaise(True)
@@ -52,6 +77,7 @@ class ViewWidget(QtWidgets.QFrame):
         self.menu_button.setMenu(self._build_menu())
         head = QtWidgets.QHBoxLayout()
         head.setContentsMargins(6, 2, 2, 0)
+        head.setSpacing(10)  # the note never runs into the title
         head.addWidget(self.title)
         head.addWidget(self.values, 1)
         head.addWidget(self.menu_button)
@@ -92,8 +118,8 @@ class ViewWidget(QtWidgets.QFrame):
         if isinstance(self.canvas, PlotCanvas) and self.view["kind"] != "image_grid":
             self.legend_action = menu.addAction("Legend")
             self.legend_action.setCheckable(True)
-            self.legend_action.setChecked(True)
-            self.legend_action.setToolTip(f"Shown automatically for 2–{MAX_LEGEND} entries")
+            self.legend_action.setToolTip("Shown automatically when there are two entries or more and "
+                                          "they fit; ticked while shown")
             self.legend_action.toggled.connect(self._toggle_legend)
         if step_kind:
             self.wall_action = menu.addAction("x axis: wall time")
@@ -112,7 +138,7 @@ class ViewWidget(QtWidgets.QFrame):
         self.redraw(force=True)
 
     def _toggle_legend(self, on: bool) -> None:
-        self.canvas.show_legend = on
+        self.canvas.show_legends(on)
         self.redraw(force=True)
 
     def reset_zoom(self) -> None:
@@ -163,6 +189,10 @@ class ViewWidget(QtWidgets.QFrame):
             self.values.setText(cursor_values(self.view, self.traces, opts, self.cursor) or note)
         else:
             self.values.setText(note)
+        if hasattr(self, "legend_action"):  # the menu says what the plot shows
+            self.legend_action.blockSignals(True)
+            self.legend_action.setChecked(self.canvas.legend.item.isVisible())
+            self.legend_action.blockSignals(False)
 
     def _on_range_changed(self, *_):
         if not getattr(self, "_in_range_change", False):

@@ -7,6 +7,9 @@ from PySide6 import QtCore, QtWidgets
 from ..views import THEMES, Trace, ViewWidget
 from ..views.options import STEP_KINDS
 
+MIN_HEIGHT = 230
+MIN_HEIGHTS = {"reliability": 320}  # two panels, each with a legend
+
 
 class PlotArea(QtWidgets.QScrollArea):
     """A scrolling grid of view widgets with a linked step cursor (hover follows, click pins)."""
@@ -22,6 +25,7 @@ class PlotArea(QtWidgets.QScrollArea):
         self.grid.setContentsMargins(6, 6, 6, 6)
         self.setWidget(self.inner)
         self.widgets: dict[tuple[str, str], ViewWidget] = {}
+        self.headers: list[QtWidgets.QLabel] = []  # one per section
         self.layout_key = None
         self.columns = 2
         self.cursor: int | None = None
@@ -60,12 +64,13 @@ class PlotArea(QtWidgets.QScrollArea):
             item = self.grid.takeAt(0)
             if item.widget() is not None:
                 item.widget().deleteLater()
-        created, keep = [], {}
+        created, keep, self.headers = [], {}, []
         for plugin, vs in views.items():
             if not vs:
                 continue
             header = QtWidgets.QLabel(f"<b>{titles.get(plugin, plugin)}</b>")
             header.setStyleSheet("font-size: 11pt; padding: 4px 0 2px 2px;")
+            self.headers.append(header)
             self.grid.addWidget(header)
             section = QtWidgets.QWidget()
             g = QtWidgets.QGridLayout(section)
@@ -80,7 +85,7 @@ class PlotArea(QtWidgets.QScrollArea):
                     created.append(w)
                 keep[k] = w
                 g.addWidget(w, i // self.columns, i % self.columns)
-                w.setMinimumHeight(230)
+                w.setMinimumHeight(MIN_HEIGHTS.get(v["kind"], MIN_HEIGHT))
             self.grid.addWidget(section)
         self.grid.addStretch(1)
         for k, w in self.widgets.items():
