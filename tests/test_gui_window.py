@@ -409,3 +409,62 @@ def test_the_settings_to_fix_note_does_not_push_the_form_down(qtbot, window):
     type_into(qtbot, window, "optimizer.lr", "-1")
     qtbot.waitUntil(window.form.summary.isVisible)
     assert name.mapTo(window, QtCore.QPoint(0, 0)) == before
+
+
+def test_export_asks_which_run_when_several_are_shown(qtbot, window, tmp_path, monkeypatch):
+    from PySide6 import QtWidgets
+
+    from gui.synthetic import write_synthetic_run
+    paths = [write_synthetic_run(tmp_path / f"{name}.h5", steps=50, name=name) for name in ("alpha", "beta")]
+    for p in paths:
+        window.open_run(p)
+    asked, written = [], []
+    monkeypatch.setattr(QtWidgets.QInputDialog, "getItem",
+                        lambda parent, title, label, items, *a: asked.append(items) or (items[1], True))
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "r.html"), ""))
+    monkeypatch.setattr(window, "export_report", lambda run, out: written.append((run, out)))
+    window.export_report_dialog()
+    assert asked == [["alpha (alpha.h5)", "beta (beta.h5)"]]
+    assert written == [(paths[1].resolve(), str(tmp_path / "r.html"))]
+    window.runs[str(paths[0].resolve())].item.setSelected(True)  # a selected run is not asked about
+    window.export_report_dialog()
+    assert len(asked) == 1 and written[-1][0] == paths[0].resolve()
+
+
+def test_help_shows_the_usage_the_run_file_format_and_every_shortcut(qtbot, window):
+    window.show_help("Shortcuts")
+    dialog = window.help_dialog
+    qtbot.addWidget(dialog)
+    pages = {dialog.tabs.tabText(i): dialog.tabs.widget(i).toPlainText() for i in range(dialog.tabs.count())}
+    assert "Set-up and use: two commands" in pages["Using TrainDx"]
+    assert "/series/<name>" in pages["The run file"] and "SWMR" in pages["The run file"]
+    for action in (window.act_start, window.act_pause, window.act_stop, window.act_ckpt, window.act_open,
+                   window.act_export, window.act_continue, window.act_help):
+        assert action.shortcut().toString() in pages["Shortcuts"], action.text()
+    assert dialog.tabs.tabText(dialog.tabs.currentIndex()) == "Shortcuts"
+    dialog.close()
+
+
+def test_the_events_table_shows_whole_messages(qtbot):
+    from PySide6 import QtCore, QtGui
+
+    from gui.window.findings import EventsTable, breakable
+    table = EventsTable()
+    qtbot.addWidget(table)
+    table.resize(320, 300)
+    table.show()
+    qtbot.waitExposed(table)
+    long_path = "/runs/a-very-long-run-name-20261201-224947.ckpt/step_00000500.pt"
+    events = [{"step": 0, "kind": "started", "message": "training for 1500 steps"},
+              {"step": 500, "kind": "checkpoint", "message": long_path},
+              {"step": 812, "kind": "plugin_error", "message": "sharpness: RuntimeError: " + "much to say " * 8}]
+    table.show_events(events)
+    qtbot.wait(20)
+    metrics = QtGui.QFontMetrics(table.font())
+    for row, e in enumerate(events):
+        width = table.columnWidth(2) - 8  # the cell's text margins
+        needed = metrics.boundingRect(QtCore.QRect(0, 0, width, 10_000), QtCore.Qt.TextFlag.TextWordWrap,
+                                      breakable(e["message"])).height()
+        assert table.rowHeight(row) >= needed, (row, table.rowHeight(row), needed)
+        assert table.item(row, 2).toolTip() == e["message"]
+    assert table.rowHeight(2) > 2 * table.rowHeight(0)  # wrapped over several lines, not cut

@@ -52,6 +52,8 @@ def build_actions(w) -> None:
     w.act_zoom = make_action(w, "Reset zoom", w.plots.reset_zoom, "Ctrl+0", "Show all data in every plot")
     w.act_quit = make_action(w, "Quit", w.close, "Ctrl+Q", "Close TrainDx")
     w.act_fullscreen = make_action(w, "Full screen", w.toggle_full_screen, "F11", "Toggle full screen")
+    w.act_help = make_action(w, "Using TrainDx", lambda: w.show_help("Using TrainDx"), "F1",
+                             "How to set up, watch, compare and report runs")
 
 
 def build_toolbar(w) -> None:
@@ -107,4 +109,8 @@ def build_menus(w) -> None:
     v.addAction(w.setup_dock.toggleViewAction())
     v.addAction(w.runs_dock.toggleViewAction())
     h = w.menuBar().addMenu("&Help")
+    h.addAction(w.act_help)
+    h.addAction("The run file format", lambda: w.show_help("The run file"))
+    h.addAction("Keyboard shortcuts", lambda: w.show_help("Shortcuts"))
+    h.addSeparator()
     h.addAction("About TrainDx", w.about)

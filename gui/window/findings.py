@@ -10,6 +10,14 @@ from .colors import SEVERITY_COLORS, dot
 
 SEVERITY_ORDER = {s: i for i, s in enumerate(("problem", "warning", "info", "ok"))}
 ALARM_EVENTS = ("diverged", "failed", "plugin_error")
+TOP_LEFT = QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft
+
+
+def breakable(text: str) -> str:
+    """Text that may wrap inside a long path or name too: a zero-width space after each /, _ and -."""
+    for mark in "/_-":
+        text = text.replace(mark, mark + "\u200b")
+    return text
 
 
 def compute_findings(state, path: str) -> list[dict]:
@@ -71,25 +79,42 @@ class FindingsList(QtWidgets.QListWidget):
             self.step_clicked.emit(int(step))
 
 
-class EventsTable(QtWidgets.QTreeWidget):
-    """A run's events (step, kind, message); clicking one emits its step."""
+class EventsTable(QtWidgets.QTableWidget):
+    """A run's events (step, kind, message), each message whole: wrapped over as many lines as it
+    needs in the column that takes the table's width. Clicking one emits its step."""
 
     step_clicked = QtCore.Signal(int)
 
     def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setHeaderLabels(["step", "event", "message"])
-        self.setRootIsDecorated(False)
-        self.itemClicked.connect(lambda it, _c: self.step_clicked.emit(int(it.text(0))) if it.text(0).isdigit()
-                                 else None)
+        super().__init__(0, 3, parent)
+        self.setHorizontalHeaderLabels(["step", "event", "message"])
+        self.verticalHeader().hide()
+        self.verticalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header = self.horizontalHeader()
+        header.setStretchLastSection(True)
+        for column in (0, 1):
+            header.setSectionResizeMode(column, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        self.setWordWrap(True)
+        self.setShowGrid(False)
+        self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.cellClicked.connect(self._on_clicked)
 
     def show_events(self, events: list[dict]) -> None:
-        if self.topLevelItemCount() == len(events):
+        if self.rowCount() == len(events):
             return
-        self.clear()
-        for e in events:
-            it = QtWidgets.QTreeWidgetItem([str(e["step"]), e["kind"], e["message"]])
-            it.setToolTip(2, e["message"])
+        self.setRowCount(len(events))
+        for row, e in enumerate(events):
+            for column, text in enumerate((str(e["step"]), e["kind"], breakable(e["message"]))):
+                item = QtWidgets.QTableWidgetItem(text)
+                item.setToolTip(e["message"])
+                item.setTextAlignment(TOP_LEFT)
+                self.setItem(row, column, item)
             if e["kind"] in ALARM_EVENTS:
-                it.setForeground(1, QtGui.QColor("#d9534f"))
-            self.addTopLevelItem(it)
+                self.item(row, 1).setForeground(QtGui.QColor("#d9534f"))
+
+    def _on_clicked(self, row: int, _column: int) -> None:
+        text = self.item(row, 0).text()
+        if text.isdigit():
+            self.step_clicked.emit(int(text))

@@ -11,7 +11,7 @@ import datetime as _dt
 import html
 from pathlib import Path
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.config import RunConfig
 from engine.errors import ConfigError
@@ -398,10 +398,22 @@ class MainWindow(QtWidgets.QMainWindow):
         shown = self.runs_panel.selected() or self.visible_runs()
         return shown[0] if shown else None
 
+    def choose_run(self, title: str) -> RunEntry | None:
+        """The run an action acts on: the selected one, else the one shown, else the one the user
+        picks among those shown (None: no run, or no choice)."""
+        shown = self.runs_panel.selected() or self.visible_runs()
+        if len(shown) <= 1:
+            return shown[0] if shown else None
+        names = [f"{e.data.label} ({e.path.name})" for e in shown]
+        name, ok = QtWidgets.QInputDialog.getItem(self, title, "Several runs are shown. Which one?", names, 0, False)
+        return shown[names.index(name)] if ok else None
+
     def export_report_dialog(self) -> None:
-        entry = self.target_run()
-        if entry is None:
+        if not self.visible_runs() and not self.runs_panel.selected():
             QtWidgets.QMessageBox.information(self, "Export report", "Open or start a run first.")
+            return
+        entry = self.choose_run("Export report")
+        if entry is None:
             return
         path, _ = QtWidgets.QFileDialog.getSaveFileName(
             self, "Export report", str(entry.path.with_suffix(".html")),
@@ -592,6 +604,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def toggle_full_screen(self) -> None:
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    def show_help(self, tab: str) -> None:
+        from .help import HelpDialog
+        if getattr(self, "help_dialog", None) is None:
+            self.help_dialog = HelpDialog(self.findChildren(QtGui.QAction), self)
+        self.help_dialog.show_tab(tab)
 
     def about(self) -> None:
         from engine import __version__
