@@ -148,21 +148,19 @@ class Legend:
         self.headroom_item.setData(*([[v] for v in self.headroom] if self.headroom else ([], [])))
 
     def _fit_columns(self) -> bool:
-        """The fewest columns that fit the plot (width and height); else the lowest legend that fits
-        its width. Returns whether it fits."""
+        """The columns that make the legend lowest within the plot's width (fewer on a tie: a low
+        legend hides the fewest points); returns whether it fits the plot."""
         vb = self.plot.vb
         width, height = MAX_WIDTH_SHARE * max(vb.width(), 1.0), self.max_height * max(vb.height(), 1.0)
-        sizes = []
+        best = (float("inf"), 1)
         for columns in range(1, max(1, len(self.item.items)) + 1):
             self.item.setColumnCount(columns)
             size = self.item.boundingRect()
             if size.width() > width:
                 break
-            if size.height() <= height:
-                return True
-            sizes.append((size.height(), columns))
-        self.item.setColumnCount(min(sizes)[1] if sizes else 1)
-        return False
+            best = min(best, (size.height(), columns))
+        self.item.setColumnCount(best[1])
+        return best[0] <= height
 
     def _place(self) -> None:
         """The corner hiding the fewest drawn points (top right first); if every corner hides some
