@@ -116,11 +116,11 @@ def test_config_save_load_and_recent(qtbot, window, tmp_path):
     type_into(qtbot, window, "model.hidden", "8, 4")
     qtbot.waitUntil(lambda: window.form.config is not None)
     path = tmp_path / "mine.toml"
-    assert window.save_config(path)
+    assert window.setup_panel.save_config(path)
     assert RunConfig.from_toml(path).sections["model"]["hidden"] == [8, 4]
-    window.load_config(window.form.source_path)  # back to the default…
+    window.setup_panel.load_config(window.form.source_path)  # back to the default…
     assert window.form.editors["optimizer.lr"].get() == 0.1
-    window.load_config(path)  # …and the saved one again
+    window.setup_panel.load_config(path)  # …and the saved one again
     assert window.form.editors["optimizer.lr"].get() == 0.02
     assert window.form.all_editors()["model.hidden"].get() == [8, 4]
     assert str(path.resolve()) in window.recent.paths("recent_configs")
@@ -286,7 +286,7 @@ def test_drop_opens_runs_and_configs(qtbot, window, tmp_path):
 def test_loading_a_file_with_an_unknown_key_says_what_was_ignored(qtbot, window, tmp_path):
     path = tmp_path / "typo.toml"
     path.write_text('[optimizer]\nname = "adam"\nlearning_rate = 0.1\n')
-    assert window.load_config(path)
+    assert window.setup_panel.load_config(path)
     assert window.form.editors["optimizer.name"].get() == "adam"
     assert window.form.summary.isVisible()
     assert "optimizer.learning_rate" in window.form.summary.text()
@@ -385,7 +385,7 @@ def test_a_python_models_options_survive_load_edit_start_and_save(qtbot, window,
     path = tmp_path / "py.toml"
     path.write_text('[run]\nname = "py"\nsteps = 5\neval_every = 5\n\n[model]\nname = "python:mymodel.py:make"\n'
                     'width = 48\n')
-    assert window.load_config(path)
+    assert window.setup_panel.load_config(path)
     (key, value, _), = window.form.model_options.rows
     assert (key.text(), value.text()) == ("width", "48") and not key.isHidden()
     value.setText("40")  # edited in the form
@@ -394,7 +394,7 @@ def test_a_python_models_options_survive_load_edit_start_and_save(qtbot, window,
     run_id = window.live_run_id
     qtbot.waitUntil(lambda: window.state == "finished", timeout=RUN_TIMEOUT)
     saved = tmp_path / "saved.toml"
-    assert window.save_config(saved)
+    assert window.setup_panel.save_config(saved)
     cli = RunConfig.from_toml(saved)
     with open_run(window.runs[run_id].path) as run:
         trained, env = run.config["model"], run.meta

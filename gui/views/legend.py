@@ -91,8 +91,11 @@ class Legend:
         self._samples: dict[str, QtGui.QGraphicsItem] = {}
         self._wanted: list[tuple[str, str]] = []
         self._shown: list[str] = []
+        self._fit_key, self._fits = None, False
         self.headroom: tuple[float, float] | None = None  # a point the view must show: room for the legend
         self.headroom_item = pg.PlotDataItem(pen=pg.mkPen(0, 0, 0, 0))  # that point, unseen, in the auto-range
+        self.headroom_item.setVisible(False)
+        self._headroom_drawn = None
         plot.addItem(self.headroom_item)
 
     def begin(self) -> None:
@@ -140,12 +143,25 @@ class Legend:
                     label.setText(text)
         self._samples = {k: s for k, s in self._samples.items() if k in keys}
         n = len(keys)
-        fits = self._fit_columns()
+        vb = self.plot.vb
+        fit_key = (tuple(self.labels), round(vb.width()), round(vb.height()))
+        if fit_key != self._fit_key:  # laying the legend out again costs more than the rest of a paint
+            self._fit_key, self._fits = fit_key, self._fit_columns()
+        fits = self._fits
         self.item.setVisible(n > 0 and (self.show or (self.show is None and n >= self.min_entries and fits)))
         self.headroom = None
         if self.item.isVisible() and self.place:
             self._place()
-        self.headroom_item.setData(*([[v] for v in self.headroom] if self.headroom else ([], [])))
+        self._show_headroom()
+
+    def _show_headroom(self) -> None:
+        """The unseen point that makes the auto-range leave room for the legend (hidden, it neither
+        paints nor counts)."""
+        if self.headroom != self._headroom_drawn:
+            self._headroom_drawn = self.headroom
+            if self.headroom is not None:
+                self.headroom_item.setData([self.headroom[0]], [self.headroom[1]])
+            self.headroom_item.setVisible(self.headroom is not None)
 
     def _fit_columns(self) -> bool:
         """The columns that make the legend lowest within the plot's width (fewer on a tie: a low

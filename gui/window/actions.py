@@ -38,9 +38,11 @@ def build_actions(w) -> None:
                              "Save a checkpoint after the current step", SP.SP_DialogSaveButton)
     w.act_open = make_action(w, "Open run…", w.open_run_dialog, "Ctrl+O", "Open a run file (.h5)",
                              SP.SP_DialogOpenButton)
-    w.act_load = make_action(w, "Load config…", w.load_config_dialog, "Ctrl+L", "Load a run config (.toml)")
-    w.act_save = make_action(w, "Save config…", w.save_config_dialog, "Ctrl+S", "Save the form as a TOML file")
-    w.act_default = make_action(w, "Default config", w.load_default_config, None,
+    w.act_load = make_action(w, "Load config…", lambda: w.setup_panel.load_dialog(), "Ctrl+L",
+                             "Load a run config (.toml)")
+    w.act_save = make_action(w, "Save config…", lambda: w.setup_panel.save_dialog(), "Ctrl+S",
+                             "Save the form as a TOML file")
+    w.act_default = make_action(w, "Default config", lambda: w.setup_panel.load_default(), None,
                                 "Reset the form to the bundled digits example")
     w.act_export = make_action(w, "Export report…", w.export_report_dialog, "Ctrl+E",
                                "Write the shown run's analysis report as one HTML or PDF file",

@@ -132,7 +132,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return dock
 
     def _build_setup_dock(self) -> None:
-        self.setup_panel = SetupPanel(self.form, self)
+        self.setup_panel = SetupPanel(self.form, self, self.recent, self.settings)
+        self.setup_panel.message.connect(self.statusBar().showMessage)
         self.start_button = self.setup_panel.start_button
         self.setup_dock = self._add_dock("Run setup", "setup_dock", QtCore.Qt.DockWidgetArea.LeftDockWidgetArea,
                                          self.setup_panel, 330)
@@ -172,50 +173,6 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_plugins_loaded(self, result) -> None:
         self.form.set_plugins(*result)
         self.plugins_loaded = True
-
-    def load_config(self, path: str | Path, all_plugins: bool = False) -> bool:
-        """Fill the form from a TOML file exactly as ``traindx run`` reads it."""
-        path = Path(path)
-        try:
-            self.form.load_toml(path, all_plugins)
-        except (OSError, ValueError) as exc:
-            QtWidgets.QMessageBox.warning(self, "Cannot load config", f"{path}: {exc}")
-            return False
-        every = " with every installed analysis" if all_plugins else ""
-        self.setup_panel.source_label.setText(f"from {path}{every}")
-        self.recent.add("recent_configs", path)
-        return True
-
-    def load_default_config(self) -> None:
-        """The bundled digits example, with every installed analysis switched on: a ready demo."""
-        self.load_config(DEFAULT_CONFIG, all_plugins=True)
-
-    def load_config_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load run config", str(self._last_dir()),
-                                                        "Run config (*.toml)")
-        if path:
-            self.load_config(path)
-
-    def save_config(self, path: str | Path) -> bool:
-        try:
-            text = self.form.to_toml()
-        except ConfigError as exc:
-            QtWidgets.QMessageBox.warning(self, "Cannot save config", str(exc))
-            return False
-        Path(path).write_text(text + "\n")
-        self.recent.add("recent_configs", path)
-        self.statusBar().showMessage(f"saved {path}", 4000)
-        return True
-
-    def save_config_dialog(self) -> None:
-        name = (self.form.editors["run.name"].get() or "run") + ".toml"
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save run config", str(self._last_dir() / name),
-                                                        "Run config (*.toml)")
-        if path:
-            self.save_config(path)
-
-    def _last_dir(self) -> Path:
-        return Path(self.settings.value("last_dir", str(Path.cwd())))
 
     # =============================================================================================
     # Run control
@@ -582,8 +539,8 @@ class MainWindow(QtWidgets.QMainWindow):
             fill_menu(self.recent_runs_menu, paths, self.open_run)
             self.runs_panel.set_recent(paths)
         else:
-            fill_menu(self.recent_configs_file_menu, paths, self.load_config)
-            fill_menu(self.setup_panel.recent_menu, paths, self.load_config)
+            fill_menu(self.recent_configs_file_menu, paths, self.setup_panel.load_config)
+            fill_menu(self.setup_panel.recent_menu, paths, self.setup_panel.load_config)
 
     def apply_theme(self, mode: str) -> None:
         self.theme_mode = mode
@@ -629,7 +586,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Run files open as runs, TOML files load into the form."""
         for p in paths:
             if str(p).endswith(".toml"):
-                self.load_config(p)
+                self.setup_panel.load_config(p)
             elif p:
                 self.open_run(p)
 

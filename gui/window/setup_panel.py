@@ -1,14 +1,24 @@
-"""The run-setup dock's contents: load/save/recent/default buttons, the form, and Start."""
+"""The run-setup dock's contents: load/save/recent/default buttons, the form, the settings left to
+fix, and Start; and the config files they read and write."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6 import QtCore, QtWidgets
+
+from engine.errors import ConfigError
+
+from ..form import DEFAULT_CONFIG, ConfigForm
 
 
 class SetupPanel(QtWidgets.QWidget):
     """The config form with its file buttons above and the Start button below."""
 
-    def __init__(self, form: QtWidgets.QWidget, w, parent=None):
+    message = QtCore.Signal(str, int)  # a line for the status bar, and for how many ms
+
+    def __init__(self, form: ConfigForm, w, recent, settings: QtCore.QSettings, parent=None):
         super().__init__(parent)
+        self.form, self.recent, self.settings = form, recent, settings
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         row = QtWidgets.QHBoxLayout()
@@ -38,6 +48,51 @@ class SetupPanel(QtWidgets.QWidget):
         self.start_button.clicked.connect(w.start_run)
         self.start_button.setMinimumHeight(30)
         lay.addWidget(self.start_button)
+
+    # -- config files -----------------------------------------------------------------------------
+    def load_config(self, path: str | Path, all_plugins: bool = False) -> bool:
+        """Fill the form from a TOML file exactly as ``traindx run`` reads it."""
+        path = Path(path)
+        try:
+            self.form.load_toml(path, all_plugins)
+        except (OSError, ValueError) as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot load config", f"{path}: {exc}")
+            return False
+        every = " with every installed analysis" if all_plugins else ""
+        self.source_label.setText(f"from {path}{every}")
+        self.recent.add("recent_configs", path)
+        return True
+
+    def load_default(self) -> None:
+        """The bundled digits example, with every installed analysis switched on: a ready demo."""
+        self.load_config(DEFAULT_CONFIG, all_plugins=True)
+
+    def load_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load run config", str(self._last_dir()),
+                                                        "Run config (*.toml)")
+        if path:
+            self.load_config(path)
+
+    def save_config(self, path: str | Path) -> bool:
+        try:
+            text = self.form.to_toml()
+        except ConfigError as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot save config", str(exc))
+            return False
+        Path(path).write_text(text + "\n")
+        self.recent.add("recent_configs", path)
+        self.message.emit(f"saved {path}", 4000)
+        return True
+
+    def save_dialog(self) -> None:
+        name = (self.form.editors["run.name"].get() or "run") + ".toml"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save run config", str(self._last_dir() / name),
+                                                        "Run config (*.toml)")
+        if path:
+            self.save_config(path)
+
+    def _last_dir(self) -> Path:
+        return Path(self.settings.value("last_dir", str(Path.cwd())))
 
 
 def _button(action) -> QtWidgets.QToolButton:
