@@ -129,8 +129,8 @@ class ConfigForm(QtWidgets.QWidget):
         for choices in (self.model_choices, self.source_choices):
             choices.changed.connect(self._schedule)
         self.editors: dict[str, Editor] = {k: e for g in self.sections.values() for k, e in g.by_key().items()}
-        self.editors["model.name"].changed.connect(self._switch_pages)
-        self.editors["data.source"].changed.connect(self._switch_pages)
+        self.editors["model.name"].changed.connect(self._show_choice_options)
+        self.editors["data.source"].changed.connect(self._show_choice_options)
         for master in {master for master, _ in APPLIES.values()}:
             self.editors[master].changed.connect(self._show_relevant)
         self.plugins_box = QtWidgets.QGroupBox("Analyses (plugins)")
@@ -139,7 +139,7 @@ class ConfigForm(QtWidgets.QWidget):
         self.plugins_layout.addWidget(self.plugins_note)
         outer.addWidget(self.plugins_box)
         outer.addStretch(1)
-        self._switch_pages()
+        self._show_choice_options()
         self._show_relevant()
         self._wheel.guard(self)
 
@@ -147,7 +147,7 @@ class ConfigForm(QtWidgets.QWidget):
         name = self.editors["model.name"].get()
         return PYTHON if str(name).startswith(PYTHON) else name
 
-    def _switch_pages(self) -> None:
+    def _show_choice_options(self) -> None:
         self.model_choices.show_for(self._model_choice())
         self.source_choices.show_for(self.editors["data.source"].get())
 

@@ -126,7 +126,7 @@ class Legend:
         return [label.text for _, label in self.item.items]
 
     def end(self) -> None:
-        """Show this paint's entries, in as many columns as fit, where they hide no data."""
+        """Show this paint's entries, laid out as low as the plot's width allows, where they hide no data."""
         keys = [k for k, _ in self._wanted]
         if keys != self._shown:
             self.item.clear()
