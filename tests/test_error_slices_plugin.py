@@ -14,7 +14,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.plugin import Finding, View
 from engine.sources import slices as source
-from plugins.error_slices.plugin import ErrorSlicesPlugin, tracked_errors
+from plugins.error_slices.plugin import ErrorSlicesPlugin, changes_at, tracked_errors
 from plugins.error_slices.synthetic import planted_evaluation
 
 SETTINGS = {s.name: s.default for s in ErrorSlicesPlugin.settings}
@@ -153,6 +153,16 @@ def test_findings_say_the_worst_slice_and_how_its_error_changed():
     assert change.message == ("The error of slice “site = 4 and device = 1” rose from 40 % at step 100 to 90 % "
                               "at step 200 (+50 points), on the same validation samples.")
     assert change.value == pytest.approx(50) and change.unit == "points"
+
+
+def test_changes_at_the_evaluation_nearest_a_step():
+    tracked = [[(1, 0.4)], [(1, 0.9), (2, 0.3)], [(1, 0.85), (2, 0.7)]]
+    rows = [{"slices": [], "examined": 1, "tracked": [{"track": t, "description": "", "error_rate": e, "size": 9}
+                                                      for t, e in row]} for row in tracked]
+    run = FakeRun([100, 200, 300], rows)
+    step, changes = changes_at(run, 290)
+    assert step == 300 and [(c.track, round(c.change, 2)) for c in changes] == [(2, 0.4), (1, -0.05)]
+    assert changes_at(run, 120) == (100, [])  # the first evaluation has none before it
 
 
 def test_findings_without_a_slice_say_so():

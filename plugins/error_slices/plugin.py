@@ -15,7 +15,7 @@ from engine.plugin import EvalContext, Finding, Plugin, RunContext, Series, Sett
 
 from . import analysis
 from .analysis import percent
-from .tracking import SliceTracker, error_change
+from .tracking import ErrorChange, SliceTracker, error_change
 
 PREFIX = "error_slices/"
 SCATTER_POINTS = 300  # samples drawn in the embedding scatter: the PDF report draws each point as vectors
@@ -291,6 +291,16 @@ def _worst_finding(step: int, row: dict) -> Finding:
 def tracked_errors(row: dict) -> dict[int, float]:
     """Track number → error rate of every slice followed at one evaluation (a row of ``slices``)."""
     return {t["track"]: t["error_rate"] for t in row["tracked"] if t["error_rate"] is not None}
+
+
+def changes_at(run, step: int) -> tuple[int, list[ErrorChange]]:
+    """(the evaluation nearest ``step``, how each tracked slice's error changed there since the
+    evaluation before it, largest change first): which slices a step changed most."""
+    steps, rows = run.series(PREFIX + "slices")
+    if not len(steps):
+        return step, []
+    i = int(np.argmin(np.abs(np.asarray(steps) - step)))
+    return int(steps[i]), error_change(tracked_errors(rows[i - 1]), tracked_errors(rows[i])) if i else []
 
 
 def _change_finding(steps, rows) -> Finding | None:
