@@ -112,12 +112,15 @@ class ErrorSlicesPlugin(Plugin):
         self.seed = int(run.config.sections["run"]["seed"])
         self.order = np.random.default_rng(self.seed).permutation(run.val_size)  # background points
         self.inputs = _validation_images(run) if self.image_shape else None
+        self.inputs_checked = not self.image_shape
 
     def on_eval(self, ctx: EvalContext) -> None:
-        if self.inputs is not None and not self.inputs.matches(ctx.ids, ctx.labels):
-            ctx.event("error_slices_no_thumbnails", "the validation inputs could not be loaded again from the "
-                      "config (a loop of the user's own?): slices are shown without thumbnails")
-            self.inputs = None
+        if not self.inputs_checked:
+            self.inputs_checked = True
+            if self.inputs is None or not self.inputs.matches(ctx.ids, ctx.labels):
+                ctx.event("error_slices_no_thumbnails", "the validation inputs could not be loaded again from "
+                          "the config (a loop of the user's own?): slices are shown without thumbnails")
+                self.inputs = None
         if not bool(torch.isfinite(ctx.logits).all()):
             ctx.event("error_slices_skipped", f"step {ctx.step}: non-finite validation logits")
             return
@@ -147,9 +150,8 @@ class ErrorSlicesPlugin(Plugin):
             ctx.log("metadata", {"columns": ["value", "samples", "error", "lift"],
                                  "rows": [[v, n, percent(e), _times(e, errors.mean())]
                                           for v, n, e in analysis.errors_by_value(ctx.metadata, errors)]})
-        if self.image_shape:
-            ctx.log("thumbnails", self._thumbnails(found.slices) if self.inputs is not None else
-                    np.full((THUMB_SLICES * THUMB_MEMBERS, *self.image_shape), np.nan, np.float32))
+        if self.inputs is not None:
+            ctx.log("thumbnails", self._thumbnails(found.slices))
 
     def _line(self, number: int) -> str | None:
         return string.ascii_uppercase[self.tracker.slots.index(number)] if number in self.tracker.slots else None
