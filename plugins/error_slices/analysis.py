@@ -248,15 +248,6 @@ def _embedding_candidates(z: np.ndarray, y: np.ndarray, p: np.ndarray, errors: n
                    int(errors[test_rows].sum()), "embedding", lambda i: masks[i])
 
 
-def _worse(a: np.ndarray, b: np.ndarray, errors: np.ndarray, level: float) -> bool:
-    """Do the rows ``a`` fail significantly more often than the rows ``b`` (one-sided Fisher at ``level``)?"""
-    na, nb = int(a.sum()), int(b.sum())
-    if na == 0 or nb == 0:
-        return False
-    ea, eb = int(errors[a].sum()), int(errors[b].sum())
-    return fisher_greater([ea], [na], ea + eb, na + nb)[0] <= level
-
-
 def _explains(others: list[np.ndarray], a: np.ndarray, errors: np.ndarray, level: float) -> bool:
     """Do the slices ``others`` account for the excess error of slice ``a``? Rows are grouped by
     which of the others they belong to (none, the first only, the first and the second, ...); they
@@ -270,7 +261,16 @@ def _explains(others: list[np.ndarray], a: np.ndarray, errors: np.ndarray, level
     pattern = np.zeros(len(a), np.int64)
     for j, mask in enumerate(others):
         pattern |= mask.astype(np.int64) << j
-    return not any(_worse(a & (pattern == g), ~a & (pattern == g), errors, level) for g in np.unique(pattern[a]))
+    groups, group = np.unique(pattern, return_inverse=True)
+    k = len(groups)
+    size_in = np.bincount(group[a], minlength=k)
+    size_out = np.bincount(group[~a], minlength=k)
+    err_in = np.bincount(group[a], weights=errors[a], minlength=k).astype(np.int64)
+    err_out = np.bincount(group[~a], weights=errors[~a], minlength=k).astype(np.int64)
+    both = (size_in > 0) & (size_out > 0)
+    worse = [fisher_greater([err_in[g]], [size_in[g]], err_in[g] + err_out[g], size_in[g] + size_out[g])[0] <= level
+             for g in np.flatnonzero(both & (err_in * size_out > err_out * size_in))]
+    return not any(worse)
 
 
 def _not_explained(candidates: list[_Candidate], errors: np.ndarray, level: float) -> list[_Candidate]:

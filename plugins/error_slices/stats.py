@@ -38,7 +38,8 @@ def fisher_greater(errors, size, total_errors: int, total: int, level: float | N
         p[sure] = bound[sure]
         todo &= ~sure
     exact = np.flatnonzero(todo)
-    p[exact] = stats.hypergeom.sf(e[exact] - 1, total, total_errors, n[exact])
+    if len(exact):
+        p[exact] = stats.hypergeom.sf(e[exact] - 1, total, total_errors, n[exact])
     return p
 
 
