@@ -155,7 +155,7 @@ def test_mixture_without_labels_matches_scikit_learn_on_separated_blobs():
     pairing = [int(np.argmin(((ref.means_ - m) ** 2).sum(axis=1))) for m in mine.means]
     assert sorted(pairing) == [0, 1, 2, 3]
     np.testing.assert_allclose(mine.means, ref.means_[pairing], atol=0.05)
-    regularised = ref.covariances_[pairing] - ref.reg_covar + mixture.VARIANCE_FLOOR * z.var(axis=0)
+    regularised = ref.covariances_[pairing] - ref.reg_covar + mixture.VARIANCE_ADDED * z.var(axis=0)
     np.testing.assert_allclose(mine.variances, regularised, rtol=0.02)
     np.testing.assert_allclose(mine.weights, ref.weights_[pairing], atol=0.01)
 

@@ -19,7 +19,9 @@ predictions are left out of membership on purpose: a row's error is a function o
 prediction, so a membership that used both would select errors and make any test of the region's
 error rate meaningless. Candidates are chosen on the fitting half only (components whose members
 there fail more than the rest), and tested on the other half, so the test sees rows the selection
-never saw: that is what keeps data without slices from yielding any.
+never saw: that is what keeps data without slices from yielding any. Membership by where rows sit
+also keeps label noise out of every slice: a mislabelled row sits among the rows of its true class,
+so noise spread evenly over the classes makes no region fail more than another.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ import numpy as np
 import torch
 from scipy import special
 
-VARIANCE_FLOOR = 1e-3  # relative to each dimension's overall variance: no component collapses on a point
+VARIANCE_ADDED = 1e-3  # times each dimension's overall variance, added to every component's (as sklearn's
+# reg_covar): no component collapses on a point
 SMOOTHING = 0.1  # pseudo-count of every class in a component's label and prediction distributions
 TOLERANCE = 1e-4  # stop when the mean log-likelihood per row improves by less
 MAX_STRAY_ERRORS = 4000  # misclassified rows outside the seeding cells weighed for seeds at most
@@ -131,14 +134,14 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_componen
     n_classes = probs.shape[1]
     onehot = np.zeros((n, n_classes))
     onehot[np.arange(n), labels] = 1.0
-    floor = VARIANCE_FLOOR * z.var(axis=0) + 1e-12
+    added = VARIANCE_ADDED * z.var(axis=0) + 1e-12
     resp = np.zeros((n, n_components))
     start = _start(z, labels, probs.argmax(axis=1), n_classes, n_components, 2 * min_rows)
     resp[np.arange(n), start] = 1.0
     resp = resp[:, resp.sum(axis=0) > 0]
     previous = -np.inf
     for _ in range(max_iter):
-        mix = _m_step(z, onehot, probs, resp, floor, confusion_weight)
+        mix = _m_step(z, onehot, probs, resp, added, confusion_weight)
         joint = (mix.log_density(z) + confusion_weight * (onehot @ np.log(mix.label_probs).T
                                                           + probs @ np.log(mix.pred_probs).T))
         top = joint.max(axis=1, keepdims=True)
@@ -156,13 +159,13 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_componen
         if score - previous < TOLERANCE * abs(score):
             break
         previous = score
-    return _m_step(z, onehot, probs, resp, floor, confusion_weight)
+    return _m_step(z, onehot, probs, resp, added, confusion_weight)
 
 
-def _m_step(z, onehot, probs, resp, floor, confusion_weight) -> Mixture:
+def _m_step(z, onehot, probs, resp, added, confusion_weight) -> Mixture:
     mass = resp.sum(axis=0)
     means = (resp.T @ z) / mass[:, None]
-    variances = np.maximum((resp.T @ (z * z)) / mass[:, None] - means ** 2, 0) + floor
+    variances = np.maximum((resp.T @ (z * z)) / mass[:, None] - means ** 2, 0) + added
     c = onehot.shape[1]
     label_probs = (resp.T @ onehot + SMOOTHING) / (mass[:, None] + c * SMOOTHING)
     pred_probs = (resp.T @ probs + SMOOTHING) / (mass[:, None] + c * SMOOTHING)
