@@ -99,6 +99,26 @@ class Finding:
             raise ValueError(f"severity {self.severity!r} is not one of {SEVERITIES}")
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """One thing a run knows about a step, for "explain this step": a sentence with its number,
+    the step it was measured at (the nearest measurement, not always the step asked about), and how
+    much it stands out (``weight``: 0 is context, 1 is decisive), which ranks it in the summary."""
+
+    plugin: str
+    text: str
+    step: int
+    value: float | None = None
+    unit: str = ""
+    weight: float = 0.0
+    phrase: str = ""  # a short clause for the one-sentence summary, where it stands out
+    series: str = ""  # the series it comes from: the GUI scrolls to its plot
+
+    def __post_init__(self):
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"evidence weight {self.weight} is not in [0, 1]")
+
+
 class Plugin:
     """Base class of every analysis. Subclasses set the class attributes and override hooks.
 
@@ -170,6 +190,12 @@ class Plugin:
         """Findings from a run file (``engine.open_run``), so any run can be judged again."""
         return []
 
+    @classmethod
+    def explain(cls, run, step: int) -> list[Evidence]:
+        """What this plugin's series say about ``step`` of a run file (its nearest measurements and
+        how they changed), for ``traindx explain`` and the GUI's "Explain this step"."""
+        return []
+
 
 # ---------------------------------------------------------------------------------------------
 # What hooks receive
@@ -205,6 +231,7 @@ class RunContext:
     train_size: int
     val_size: int
     val_metadata: dict[str, np.ndarray]
+    val_inputs: "torch.Tensor | None" = None  # the validation inputs, in the order of EvalContext.ids
 
     def mean_loss(self, outputs, targets):
         return self.per_sample_loss(outputs, targets).mean()

@@ -159,7 +159,7 @@ class Trainer:
         self._probes: dict[int, Probe] = {}
         self.ctx = RunContext(cfg, self.model, self.optimizer, self.device, self.data.n_classes,
                               self.data.input_shape, self.data.class_names, self.total, self.loss_fn,
-                              self._probe, len(self.train), len(self.val), self.data.val.metadata)
+                              self._probe, len(self.train), len(self.val), self.data.val.metadata, self.val.x)
 
     def _probe(self, n: int) -> Probe:
         """The first n samples of a fixed permutation of the training split: the same for the run."""

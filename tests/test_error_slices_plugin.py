@@ -269,12 +269,26 @@ def test_views_render_and_the_report_shows_slices_and_metadata(tmp_path, qapp):
     assert section.findings[0].severity == "problem" and "worst error slice" in section.findings[0].message
 
 
-def test_thumbnails_are_dropped_when_the_config_does_not_give_the_evaluated_inputs():
+@pytest.mark.parametrize("given", [True, False])
+def test_thumbnails_are_the_members_inputs_the_loop_gives(given):
+    """The inputs come from the run context (the engine's validation split, or a watch loop's
+    val_data): each slice's row of the mosaic shows its representative members; no inputs, none."""
     plugin = make_plugin()
-    plugin.series(run_context(3000, {}))
-    run = SimpleNamespace(config=RunConfig.from_dict({"data": {"source": "digits"}}), val_size=3000)
-    plugin.setup(run)  # loads digits: not the split evaluated below
+    inputs = torch.arange(3000, dtype=torch.float32)[:, None, None, None].expand(3000, 1, 8, 8)
+    run = run_context(3000, {})
+    run.val_inputs = inputs if given else None
+    plugin.series(run)
+    plugin.setup(run)
     logged = {}
     plugin.on_eval(planted_context(plugin, logged)[0])
-    assert logged["events"] == ["error_slices_no_thumbnails"]
-    assert "thumbnails" not in logged and len(logged["slices"][0]["slices"]) == 3
+    found = logged["slices"][0]["slices"]
+    assert len(found) == 3
+    if not given:
+        assert "thumbnails" not in logged
+        return
+    mosaic = logged["thumbnails"][0]
+    from plugins.error_slices.plugin import THUMB_MEMBERS
+    for k, s in enumerate(found):
+        shown = mosaic[k * THUMB_MEMBERS:(k + 1) * THUMB_MEMBERS, 0, 0]
+        rows = [i - 5000 for i in s["representatives"][:THUMB_MEMBERS]]  # ids are 5000 + row
+        assert list(shown[:len(rows)]) == [float(r) for r in rows]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import string
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -111,16 +110,9 @@ class ErrorSlicesPlugin(Plugin):
     def setup(self, run: RunContext) -> None:
         self.seed = int(run.config.sections["run"]["seed"])
         self.order = np.random.default_rng(self.seed).permutation(run.val_size)  # background points
-        self.inputs = _validation_images(run) if self.image_shape else None
-        self.inputs_checked = not self.image_shape
+        self.images = _grey_images(run.val_inputs) if self.image_shape and run.val_inputs is not None else None
 
     def on_eval(self, ctx: EvalContext) -> None:
-        if not self.inputs_checked:
-            self.inputs_checked = True
-            if self.inputs is None or not self.inputs.matches(ctx.ids, ctx.labels):
-                ctx.event("error_slices_no_thumbnails", "the validation inputs could not be loaded again from "
-                          "the config (a loop of the user's own?): slices are shown without thumbnails")
-                self.inputs = None
         if not bool(torch.isfinite(ctx.logits).all()):
             ctx.event("error_slices_skipped", f"step {ctx.step}: non-finite validation logits")
             return
@@ -150,7 +142,7 @@ class ErrorSlicesPlugin(Plugin):
             ctx.log("metadata", {"columns": ["value", "samples", "error", "lift"],
                                  "rows": [[v, n, percent(e), _times(e, errors.mean())]
                                           for v, n, e in analysis.errors_by_value(ctx.metadata, errors)]})
-        if self.inputs is not None:
+        if self.images is not None:
             ctx.log("thumbnails", self._thumbnails(found.slices))
 
     def _line(self, number: int) -> str | None:
@@ -172,7 +164,7 @@ class ErrorSlicesPlugin(Plugin):
         for k, s in enumerate(slices[:THUMB_SLICES]):
             row_of = dict(zip(s.ids.tolist(), s.rows.tolist()))
             rows = [row_of[i] for i in s.representatives[:THUMB_MEMBERS].tolist()]
-            out[k * THUMB_MEMBERS:k * THUMB_MEMBERS + len(rows)] = self.inputs.images[rows]
+            out[k * THUMB_MEMBERS:k * THUMB_MEMBERS + len(rows)] = self.images[rows]
         return out
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -221,33 +213,10 @@ def _image_shape(input_shape: tuple) -> tuple[int, int] | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Inputs:
-    """The validation split's inputs as grey (N, H, W) images, with the ids and labels they were
-    loaded with, to check that they are the split being evaluated."""
-
-    images: np.ndarray
-    ids: np.ndarray
-    labels: np.ndarray
-
-    def matches(self, ids: np.ndarray, labels: torch.Tensor) -> bool:
-        return (len(ids) == len(self.ids) and bool((np.asarray(ids) == self.ids).all())
-                and bool((labels.cpu().numpy() == self.labels).all()))
-
-
-def _validation_images(run: RunContext) -> _Inputs | None:
-    """The run context holds no inputs, so the split is loaded again from the config (the same seed
-    gives the same split): once per run, and only for image data. None where that fails; the first
-    evaluation also checks that the ids and labels are the ones evaluated."""
-    from engine.data import load_data
-    cfg = run.config
-    data = cfg.sections["data"]
-    try:
-        val = load_data(data["source"], data["val_fraction"], cfg.sections["run"]["seed"], cfg.base_dir, data).val
-    except Exception:  # a data source that cannot be loaded twice costs the thumbnails, not the analysis
-        return None
-    x = val.x.numpy().astype(np.float32)
-    return _Inputs(x.mean(axis=1) if x.ndim == 4 else x, val.ids, val.y.numpy())
+def _grey_images(inputs: torch.Tensor) -> np.ndarray:
+    """The validation inputs as grey (N, H, W) images (channels averaged), once per run."""
+    x = inputs.detach().float().cpu().numpy()
+    return x.mean(axis=1) if x.ndim == 4 else x
 
 
 def _scatter(found: analysis.SliceSearch, order: np.ndarray, n_points: int) -> np.ndarray:
