@@ -13,8 +13,8 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.config import RunConfig
-from engine.errors import ConfigError
-from engine.store import latest_checkpoint
+from engine.errors import ConfigError, RunFileError
+from engine.store import check_target, latest_checkpoint
 
 from . import theme as theme_mod
 from .config_form import DEFAULT_CONFIG, ConfigForm, load_plugin_classes
@@ -505,8 +505,10 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         try:
             config = RunConfig.from_dict(entry.data.config)
-        except ConfigError as exc:
-            QtWidgets.QMessageBox.warning(self, "Cannot continue run", f"{entry.path}: {exc}")
+            check_target(entry.path, resume=True)  # refused if another process writes it
+        except (ConfigError, RunFileError) as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot continue run", str(exc) if isinstance(exc, RunFileError)
+                                          else f"{entry.path}: {exc}")
             return False
         self._remove_run(entry.run_id)
         self._launch(config, entry.path, resume=True)
@@ -790,10 +792,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self._set_state("crashed")
 
     def _on_poll_failed(self, run_id: str, message: str) -> None:
-        self.statusBar().showMessage(message, 8000)
-        if run_id != self.live_run_id:
-            self._remove_run(run_id)
-            QtWidgets.QMessageBox.warning(self, "Cannot open run", message)
+        """A run that cannot be read is marked with the message; the others keep updating."""
+        self.statusBar().showMessage(message, 10000)
+        entry = self.runs.get(run_id)
+        if entry is not None:
+            entry.data.status = "unreadable"
+            entry.item.setText(f"{entry.path.stem} — unreadable")
+            entry.item.setToolTip(message)
+            entry.item.setIcon(_dot(STATE_COLORS["failed"]))
 
     def _traces_changed(self) -> None:
         """Rebuild the plot grid for the union of the ticked runs' views; hand each widget its traces."""
