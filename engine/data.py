@@ -145,11 +145,11 @@ def load_python_object(base_dir: Path, spec: str, key: str):
 
 
 def _is_dataset(obj) -> bool:
-    """Indexable with a length, each item an (x, y) pair (the first item is looked at)."""
+    """Indexable with a length, each item ``(x, y, ...)`` (the first item is looked at)."""
     if not (hasattr(obj, "__len__") and hasattr(obj, "__getitem__")) or isinstance(obj, (str, bytes, dict)):
         return False
     try:
-        return len(obj) == 0 or (isinstance(obj[0], (tuple, list)) and len(obj[0]) == 2)
+        return len(obj) == 0 or (isinstance(obj[0], (tuple, list)) and len(obj[0]) >= 2)
     except Exception:
         return False
 
@@ -163,18 +163,24 @@ def _describe(obj) -> str:
 
 
 def _materialise(dataset, which: str) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for i in range(len(dataset)):
-        x, y = dataset[i]
-        xs.append(np.asarray(x, dtype=np.float32))
-        try:
-            ys.append(int(y))
-        except (TypeError, ValueError):
-            raise DataError(f"data.source: the factory's {which} item {i} has label {y!r}; expected an "
-                            "integer class index") from None
-    if not xs:
+    if len(dataset) == 0:
         raise DataError(f"data.source: the factory's {which} dataset is empty")
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+    try:
+        x, y = stack_samples(dataset, range(len(dataset)))
+    except (TypeError, ValueError) as exc:  # e.g. a text label
+        raise DataError(f"data.source: the factory's {which} samples must be (x, y) with y an integer class "
+                        f"index ({exc})") from None
+    return x.numpy(), y.numpy()
+
+
+def stack_samples(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples ``dataset[i]`` (each ``(x, y, ...)``) as one float32 input tensor and int64 labels."""
+    xs, ys = [], []
+    for i in indices:
+        x, y = dataset[int(i)][:2]
+        xs.append(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+        ys.append(int(y))
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 
 def _inputs(a: dict[str, Any], key: str, where: str, allow_empty: bool = False) -> np.ndarray:

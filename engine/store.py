@@ -91,8 +91,9 @@ def check_target(path: Path, resume: bool = False, overwrite: bool = False) -> N
     if pid is not None:
         raise RunBusyError(path, pid or None)
     if path.exists() and not (resume or overwrite):
-        raise RunFileError(path, "a run file is already there; pass --overwrite to replace it (and its "
-                                 f"checkpoints), --resume to continue it, or write to {free_name(path)}")
+        raise RunFileError(path, "a run file is already there; pass --overwrite (overwrite=True in Python) to "
+                                 f"replace it and its checkpoints, --resume to continue it, or write to "
+                                 f"{free_name(path)}")
 
 
 def _reopen_for_append(path: Path) -> h5py.File:

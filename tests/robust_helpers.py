@@ -67,18 +67,3 @@ def one_line(stderr: str) -> str:
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
 
-
-def stop_at(cfg, out: Path, step: int, overwrite: bool = False) -> None:
-    """Train ``cfg`` into ``out`` and stop it, as Ctrl-C would, after ``step`` (status stopped)."""
-    from engine.trainer import Control, Trainer
-    control = Control()
-    trainer = Trainer(cfg, out, control, overwrite=overwrite)
-    train_step = trainer._train_step
-
-    def step_then_stop(k):
-        value = train_step(k)
-        if k == step:
-            control.stop()
-        return value
-    trainer._train_step = step_then_stop
-    assert trainer.run() == "stopped"

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
+from conftest import stop_after
 from engine import open_run
 from engine.cli import _check_resume_length
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.trainer import Trainer
-from robust_helpers import one_line, run_traindx, stop_at, write_config
+from robust_helpers import one_line, run_traindx, write_config
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def stopped(tmp_path):
     """A run of 60 steps from a TOML file, stopped after step 25 (checkpoints every 10 and at 25)."""
     config = write_config(tmp_path, steps=60, checkpoint_every=10)
     out = tmp_path / "r.h5"
-    stop_at(RunConfig.from_toml(config), out, 25)
+    assert stop_after(Trainer(RunConfig.from_toml(config), out), 25).run() == "stopped"
     return config, out
 
 

@@ -7,7 +7,7 @@ import h5py
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import stop_after, tiny_config
 from engine import open_run, run_training
 from engine.config import RunConfig
 from engine.errors import RunFileError
@@ -15,7 +15,7 @@ from engine.lock import writer_pid
 from engine.store import checkpoint_dir, latest_checkpoint
 from engine.trainer import Trainer
 from engine.worker import EngineProcess
-from robust_helpers import one_line, run_traindx, stop_at, traindx, wait_for_rows, write_config
+from robust_helpers import one_line, run_traindx, traindx, wait_for_rows, write_config
 from runfile_corpus import DAMAGE
 from test_gui_window import window  # noqa: F401  (the fixture: a real main window, offscreen)
 
@@ -94,7 +94,7 @@ def test_overwriting_is_explicit_and_the_old_runs_checkpoints_go_with_it(tmp_pat
     assert open_run(out).length("train/loss") == 200  # untouched
 
     new = RunConfig.from_dict(tiny_config(run={"steps": 60, "checkpoint_every": 10}))
-    stop_at(new, out, 25, overwrite=True)
+    assert stop_after(Trainer(new, out, overwrite=True), 25).run() == "stopped"
     assert sorted(p.name for p in checkpoint_dir(out).iterdir()) == \
         ["step_00000010.pt", "step_00000020.pt", "step_00000025.pt"]  # none of the old run's
     assert Trainer(new, out, resume=True).run() == "finished"
@@ -106,7 +106,7 @@ def test_overwriting_is_explicit_and_the_old_runs_checkpoints_go_with_it(tmp_pat
 def test_a_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     cfg = RunConfig.from_dict(tiny_config(run={"steps": 60, "checkpoint_every": 10}))
     run_training(cfg, tmp_path / "other.h5")
-    stop_at(cfg, tmp_path / "r.h5", 15)
+    assert stop_after(Trainer(cfg, tmp_path / "r.h5"), 15).run() == "stopped"
     stray = checkpoint_dir(tmp_path / "r.h5") / "step_00000060.pt"  # e.g. left by an older TrainDx
     stray.write_bytes(latest_checkpoint(tmp_path / "other.h5").read_bytes())
     with pytest.raises(RunFileError, match="step_00000060.pt: a checkpoint of another run"):
@@ -117,7 +117,7 @@ def test_a_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 def test_files_and_checkpoints_from_before_run_ids_still_resume(tmp_path):
     cfg = RunConfig.from_dict(tiny_config(run={"steps": 40, "checkpoint_every": 10}))
     out = tmp_path / "old.h5"
-    stop_at(cfg, out, 15)
+    assert stop_after(Trainer(cfg, out), 15).run() == "stopped"
     with h5py.File(out, "r+") as f:
         del f.attrs["run_id"]
     for path in checkpoint_dir(out).iterdir():

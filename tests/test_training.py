@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import stop_after, tiny_config
 from engine import open_run, run_training
 from engine.config import RunConfig
 from engine.store import checkpoint_dir
-from engine.trainer import Control, Trainer, lr_at, per_sample_loss_fn
+from engine.trainer import Trainer, lr_at, per_sample_loss_fn
 
 
 def _losses(path):
@@ -101,18 +101,8 @@ def test_resume_continues_to_the_same_result(tmp_path, optimizer):
                                           plugins={"sharpness": sharpness}))
     Trainer(cfg, tmp_path / "full.h5").run()
 
-    control = Control()
     part = tmp_path / "part.h5"
-    trainer = Trainer(cfg, part, control)
-    original = trainer._train_step
-
-    def step_then_maybe_stop(step):
-        value = original(step)
-        if step == 27:
-            control.stop()
-        return value
-    trainer._train_step = step_then_maybe_stop
-    assert trainer.run() == "stopped"
+    assert stop_after(Trainer(cfg, part), 27).run() == "stopped"
     assert open_run(part).series("train/loss")[0][-1] == 27
     assert Trainer(cfg, part, resume=True).run() == "finished"
     full, resumed = open_run(tmp_path / "full.h5"), open_run(part)
@@ -139,3 +129,16 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     from engine.errors import ConfigError
     with pytest.raises(ConfigError, match="--resume"):
         run_training(tiny_config(), tmp_path / "none.h5", resume=True)
+
+
+def test_analyses_never_change_the_trajectory(tmp_path):
+    """Plugins run forward passes (dropout draws random numbers in training mode) and read per-sample
+    losses; neither may move the run they watch: the loss series is the same bit for bit."""
+    base = tiny_config(model={"name": "mlp", "hidden": [16], "dropout": 0.3})
+    watched = tiny_config(model={"name": "mlp", "hidden": [16], "dropout": 0.3},
+                          plugins={"sharpness": {"every": 7, "batch_every": 0, "probe_size": 64, "budget": 0.0},
+                                   "calibration": {}})
+    run_training(base, tmp_path / "bare.h5")
+    run_training(watched, tmp_path / "watched.h5")
+    assert len(open_run(tmp_path / "watched.h5").series("sharpness/lambda_max")[0]) >= 5
+    assert np.array_equal(_losses(tmp_path / "bare.h5")[1], _losses(tmp_path / "watched.h5")[1])
