@@ -70,6 +70,10 @@ def _values_shorter_than_steps(f) -> None:
     value.resize(value.shape[0] // 2, axis=0)
 
 
+def _huge_extent(f) -> None:
+    f["series/train/loss/value"].resize(10 ** 12, axis=0)  # reading it all would take 8 TB
+
+
 DAMAGE = {  # name: (how to make it, what the message must say)
     "truncated_90": (_cut(0.9), "truncated"),
     "truncated_50": (_cut(0.5), "truncated"),
@@ -86,6 +90,7 @@ DAMAGE = {  # name: (how to make it, what the message must say)
     "live_wrong_type": (_edit(_live_as_floats), "/live is not one (status, heartbeat) row"),
     "view_without_title": (_edit(_view_without_title), "view 0 has no title"),
     "values_shorter_than_steps": (_edit(_values_shorter_than_steps), "steps but only"),
+    "huge_extent": (_edit(_huge_extent), "/series/train/loss/value claims (1000000000000,) rows, more than"),
     "unknown_format_version": (_set_attr("format_version", 99), "format_version 99 is newer"),
 }
 
