@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,8 @@ class Field:
             value = float(value)
         if type(value) is not self.kind:
             raise ConfigError(key, value, self.expected())
+        if not _finite(value):  # NaN passes every comparison with a bound, inf most
+            raise ConfigError(key, value, self.expected() + ", not NaN or infinite")
         if self.kind is list:
             for item in value:
                 ok = type(item) is self.item_kind or (self.item_kind is float and type(item) is int)
@@ -60,6 +64,11 @@ class Field:
         return text + (" (or leave it out)" if self.optional else "")
 
 
+def _finite(value: Any) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return all(math.isfinite(v) for v in items if type(v) is float)
+
+
 _PLACEHOLDERS = {"npz:": "npz:PATH", "python:": "python:FILE.py:NAME", "cuda:": "cuda:N"}
 
 
@@ -77,7 +86,7 @@ ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
 SECTIONS: dict[str, dict[str, Field]] = {
     "run": {
         "name": Field("run", str, "a name shown in the GUI and the report"),
-        "seed": Field(0, int, "seed for initialisation, data split and batch order", min=0),
+        "seed": Field(0, int, "seed for initialisation, data split and batch order", min=0, max=2 ** 63 - 1),
         "steps": Field(None, int, "optimizer steps to train (or give epochs)", min=1, optional=True),
         "epochs": Field(None, int, "passes over the training split (or give steps)", min=1, optional=True),
         "eval_every": Field(50, int, "evaluate the validation split every N steps", min=1),
@@ -93,6 +102,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
                         "under [data])", choices=("digits", *sources.names(), "npz:", "python:")),
         "batch_size": Field(64, int, "samples per optimizer step", min=1),
         "val_fraction": Field(0.2, float, "share of the data held out for validation", min=0.0, max=0.9),
+        "n_classes": Field(None, int, "number of classes (default: from class_names, else the largest label "
+                           "+ 1, refused if far more than the labels present)", min=2, max=10 ** 6,
+                           optional=True),
     },
     "model": {
         "name": Field("mlp", str, "the architecture", choices=("mlp", "cnn", "resnet", "python:")),
@@ -181,6 +193,7 @@ class RunConfig:
         if len(sections["optimizer"]["betas"]) != 2 or max(sections["optimizer"]["betas"]) >= 1:
             raise ConfigError("optimizer.betas", sections["optimizer"]["betas"],
                               "two numbers in [0, 1), e.g. [0.9, 0.999]")
+        _check_combinations(sections)
         plugins_raw = raw.get("plugins", {})
         if not isinstance(plugins_raw, dict):
             raise ConfigError("plugins", plugins_raw, "a table of [plugins.NAME] tables")
@@ -241,6 +254,17 @@ class RunConfig:
                     raise ConfigError(key, value, '"python:FILE.py:NAME"')
                 if not self.resolve(file).is_file():
                     raise ConfigError(key, value, f"an existing file ({self.resolve(file)} not found)")
+
+
+def _check_combinations(sections: dict) -> None:
+    """What one key alone cannot tell, refused here rather than by torch at run time."""
+    opt = sections["optimizer"]
+    if opt["name"] == "sgd" and opt["nesterov"] and opt["momentum"] == 0:
+        raise ConfigError("optimizer.nesterov", True, "false, or optimizer.momentum > 0 (Nesterov momentum "
+                          "needs momentum)")
+    device = sections["run"]["device"]
+    if device.startswith("cuda:") and not re.fullmatch(r"cuda:\d+", device):
+        raise ConfigError("run.device", device, '"auto", "cpu", "cuda" or "cuda:N" with N a device number')
 
 
 class _Section:

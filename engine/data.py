@@ -18,6 +18,8 @@ import torch
 from . import sources
 from .errors import DataError
 
+CLASS_SLACK = 16  # unused class indices allowed beyond twice the labels present, without n_classes
+
 
 @dataclass
 class Split:
@@ -45,7 +47,8 @@ class DataBundle:
 
 def load_data(source: str, val_fraction: float, seed: int, base_dir: Path,
               options: dict[str, Any] | None = None) -> DataBundle:
-    """``options``: the [data] table, whose extra keys a built-in synthetic source reads."""
+    """``options``: the [data] table, whose extra keys a built-in synthetic source reads (and whose
+    ``n_classes``, if set, fixes the class count)."""
     kind, _, rest = source.partition(":")
     if kind == "digits":
         arrays = _digits()
@@ -57,7 +60,7 @@ def load_data(source: str, val_fraction: float, seed: int, base_dir: Path,
         arrays = _python_factory(base_dir, rest)
     else:  # validated by RunConfig already
         raise DataError(f"data.source: unknown source {source!r}")
-    return _bundle(arrays, val_fraction, seed, source)
+    return _bundle(arrays, val_fraction, seed, source, (options or {}).get("n_classes"))
 
 
 def _digits() -> dict[str, Any]:
@@ -70,20 +73,32 @@ def _digits() -> dict[str, Any]:
 def _npz(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"data.source: file {path} not found")
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as exc:  # not a zip of .npy arrays: numpy tries it as a pickle and says so
+        raise DataError(f"{path}: not an .npz archive of arrays ({exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single array (.npy); expected an .npz archive with arrays x and y")
+    with z:
         if "x" not in z or "y" not in z:
             raise DataError(f"{path}: expected arrays 'x' and 'y', found {sorted(z.files)}")
-        out = {"x": z["x"], "y": z["y"]}
         if ("x_val" in z) != ("y_val" in z):
             raise DataError(f"{path}: 'x_val' and 'y_val' come together; found only one of them")
-        if "x_val" in z:
-            out["x_val"], out["y_val"] = z["x_val"], z["y_val"]
+        out = {k: _member(z, k, path) for k in ("x", "y", "x_val", "y_val") if k in z}
         if "class_names" in z:
-            out["class_names"] = [str(s) for s in z["class_names"]]
-        out["meta"] = {k[5:]: z[k] for k in z.files if k.startswith("meta_") and not k.startswith("meta_val_")}
-        out["meta_val"] = {k[9:]: z[k] for k in z.files if k.startswith("meta_val_")}
+            out["class_names"] = [str(s) for s in _member(z, "class_names", path)]
+        out["meta"] = {k[5:]: _member(z, k, path) for k in z.files
+                       if k.startswith("meta_") and not k.startswith("meta_val_")}
+        out["meta_val"] = {k[9:]: _member(z, k, path) for k in z.files if k.startswith("meta_val_")}
     out["origin"] = str(path)
     return out
+
+
+def _member(z, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except Exception as exc:  # an object array (a pickle) or a damaged member
+        raise DataError(f"{path}: array {key!r} cannot be read ({exc})") from None
 
 
 def _python_factory(base_dir: Path, spec: str) -> dict[str, Any]:
@@ -91,13 +106,22 @@ def _python_factory(base_dir: Path, spec: str) -> dict[str, Any]:
     train, val (optional), class_names (optional)."""
     fn = load_python_object(base_dir, spec, "data.source")
     result = fn()
+    expected = ("a torch Dataset of (x, y) pairs, a (train, val) pair of them, or a dict with train, "
+                "val and class_names")
     if isinstance(result, dict):
+        if "train" not in result:
+            raise DataError(f"data.source: {spec} returned a dict without 'train' (keys: "
+                            f"{', '.join(map(str, result))}); expected {expected}")
         train, val, names = result["train"], result.get("val"), result.get("class_names")
-    elif isinstance(result, tuple):
+    elif isinstance(result, tuple) and len(result) == 2 and all(map(_is_dataset, result)):
         train, val = result
         names = None
     else:
         train, val, names = result, None, None
+    for which, dataset in (("train", train), ("val", val)):
+        if dataset is not None and not _is_dataset(dataset):
+            raise DataError(f"data.source: {spec} returned {_describe(dataset)} as its {which} data; "
+                            f"expected {expected}")
     out = dict(zip(("x", "y"), _materialise(train, "train")))
     if val is not None:
         out["x_val"], out["y_val"] = _materialise(val, "val")
@@ -120,10 +144,32 @@ def load_python_object(base_dir: Path, spec: str, key: str):
     return getattr(module, name)
 
 
+def _is_dataset(obj) -> bool:
+    """Indexable with a length, each item ``(x, y, ...)`` (the first item is looked at)."""
+    if not (hasattr(obj, "__len__") and hasattr(obj, "__getitem__")) or isinstance(obj, (str, bytes, dict)):
+        return False
+    try:
+        return len(obj) == 0 or (isinstance(obj[0], (tuple, list)) and len(obj[0]) >= 2)
+    except Exception:
+        return False
+
+
+def _describe(obj) -> str:
+    """What a factory returned instead of a dataset, for the message."""
+    try:
+        return f"a {type(obj).__name__} whose item 0 is {obj[0]!r:.40}, not an (x, y) pair"
+    except Exception:  # not indexable at all
+        return f"a {type(obj).__name__}"
+
+
 def _materialise(dataset, which: str) -> tuple[np.ndarray, np.ndarray]:
     if len(dataset) == 0:
         raise DataError(f"data.source: the factory's {which} dataset is empty")
-    x, y = stack_samples(dataset, range(len(dataset)))
+    try:
+        x, y = stack_samples(dataset, range(len(dataset)))
+    except (TypeError, ValueError) as exc:  # e.g. a text label
+        raise DataError(f"data.source: the factory's {which} samples must be (x, y) with y an integer class "
+                        f"index ({exc})") from None
     return x.numpy(), y.numpy()
 
 
@@ -137,44 +183,83 @@ def stack_samples(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 
-def _check(x: np.ndarray, y: np.ndarray, where: str, n_classes: int | None) -> None:
+def _inputs(a: dict[str, Any], key: str, where: str, allow_empty: bool = False) -> np.ndarray:
+    try:
+        x = np.asarray(a[key], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: array {key!r} cannot be read as numbers ({exc})") from None
     if x.ndim < 2:
-        raise DataError(f"{where}: x must have shape (N, features...), got {x.shape}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{where}: x has {len(x)} samples but y has shape {y.shape}; expected ({len(x)},)")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise DataError(f"{where}: labels y must be integers 0..C-1")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{where}: label {int(y.min())} is negative; expected 0..C-1")
-    if n_classes is not None and len(y) and y.max() >= n_classes:
-        raise DataError(f"{where}: label {int(y.max())} out of range for {n_classes} class names")
+        raise DataError(f"{where}: array {key!r} must have shape (N, features...), got {x.shape}")
+    if len(x) == 0 and not allow_empty:
+        raise DataError(f"{where}: array {key!r} is empty (0 samples)")
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
         raise DataError(f"{where}: {int(bad.sum())} inputs contain NaN or inf (first at sample {int(np.argmax(bad))})")
+    return x
 
 
-def _bundle(a: dict[str, Any], val_fraction: float, seed: int, source: str) -> DataBundle:
+def _labels(a: dict[str, Any], key: str, n: int, where: str) -> np.ndarray:
+    y = np.asarray(a[key])
+    if y.ndim != 1 or len(y) != n:
+        x_key = key.replace("y", "x", 1)
+        raise DataError(f"{where}: {x_key} has {n} samples but {key} has shape {y.shape}; expected ({n},)")
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: labels {key} are {y.dtype} values such as {y[0].item()!r}; expected integers "
+                        "0..C-1 (map them to integers and give their names as class_names)")
+    if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))):
+        raise DataError(f"{where}: labels {key} must be integers 0..C-1")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{where}: label {int(y.min())} is negative; expected 0..C-1")
+    return y.astype(np.int64)
+
+
+def _metadata(columns: dict[str, np.ndarray], prefix: str, n: int, against: str, where: str) -> None:
+    for k, col in columns.items():
+        if len(col) != n:
+            raise DataError(f"{where}: metadata column {prefix}{k} has {len(col)} rows; expected {n} like {against}")
+
+
+def _class_count(labels: dict[str, np.ndarray], names: list[str] | None, n_classes: int | None, where: str) -> int:
+    """From class_names or data.n_classes where given; else the largest label + 1, unless that is far
+    more than the labels present (one stray label of 10⁹ would make a model with 10⁹ outputs)."""
+    if names and n_classes and len(names) != n_classes:
+        raise DataError(f"{where}: {len(names)} class_names, but data.n_classes = {n_classes}")
+    declared = len(names) if names else n_classes
+    labels = {k: y for k, y in labels.items() if len(y)}  # an empty validation split has none
+    key, top = max(((k, int(y.max())) for k, y in labels.items()), key=lambda kv: kv[1])
+    row = int(np.argmax(labels[key] == top))
+    if declared:
+        if top >= declared:
+            given = f"{len(names)} class_names" if names else f"data.n_classes = {declared}"
+            raise DataError(f"{where}: label {top} (row {row} of {key}) out of range for {given}")
+        return declared
+    present = len(np.unique(np.concatenate(list(labels.values()))))
+    if top + 1 > max(2 * present, present + CLASS_SLACK):
+        raise DataError(f"{where}: label {top} (row {row} of {key}) implies {top + 1:,} classes, but only "
+                        f"{present} different labels occur; set data.n_classes = {top + 1} (or give "
+                        "class_names) if that many classes are meant")
+    return top + 1
+
+
+def _bundle(a: dict[str, Any], val_fraction: float, seed: int, source: str,
+            n_classes: int | None = None) -> DataBundle:
     where = a.get("origin", source)
-    x = np.asarray(a["x"], dtype=np.float32)
-    y = np.asarray(a["y"])
+    x = _inputs(a, "x", where)
+    y = _labels(a, "y", len(x), where)
     names = a.get("class_names")
-    _check(x, y, where, len(names) if names else None)
     meta = a.get("meta", {})
-    for k, col in meta.items():
-        if len(col) != len(x):
-            raise DataError(f"{where}: metadata column meta_{k} has {len(col)} rows; expected {len(x)}")
+    _metadata(meta, "meta_", len(x), "x", where)
     n = len(x)
-    y = y.astype(np.int64)
+    labels = {"y": y}
     if "x_val" in a:
-        xv = np.asarray(a["x_val"], dtype=np.float32)
-        yv = np.asarray(a["y_val"])
-        _check(xv, yv, f"{where} (validation)", len(names) if names else None)
+        xv = _inputs(a, "x_val", where, allow_empty=True)
+        labels["y_val"] = yv = _labels(a, "y_val", len(xv), where)
         if xv.shape[1:] != x.shape[1:]:
             raise DataError(f"{where}: x_val rows have shape {xv.shape[1:]}; expected {x.shape[1:]} like x")
         meta_val = a.get("meta_val", {})
+        _metadata(meta_val, "meta_val_", len(xv), "x_val", where)
         train_idx, val_idx = np.arange(n), np.arange(n, n + len(xv))
-        x_all, y_all = np.concatenate([x, xv]), np.concatenate([y, yv.astype(np.int64)])
+        x_all, y_all = np.concatenate([x, xv]), np.concatenate([y, yv])
         meta_all = {k: np.concatenate([meta[k], meta_val[k]]) for k in meta if k in meta_val}
     else:
         perm = np.random.default_rng(seed).permutation(n)
@@ -183,7 +268,7 @@ def _bundle(a: dict[str, Any], val_fraction: float, seed: int, source: str) -> D
         x_all, y_all, meta_all = x, y, meta
     if x_all.ndim == 3:  # (N, H, W) images get a channel axis
         x_all = x_all[:, None]
-    n_classes = len(names) if names else int(y_all.max()) + 1
+    n_classes = _class_count(labels, names, n_classes, where)
     names = names or [str(i) for i in range(n_classes)]
 
     def split(idx: np.ndarray) -> Split:
@@ -206,6 +291,6 @@ class BatchOrder:
         """Indices for optimizer step ``step`` (1-based)."""
         epoch, k = divmod(step - 1, self.per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2 ** 64)  # any int64 seed
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
         return self._perm[k * self.batch_size:(k + 1) * self.batch_size]

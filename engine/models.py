@@ -5,6 +5,7 @@ so penultimate-layer embeddings come free with the logits instead of costing a s
 """
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from .data import load_python_object
-from .errors import ConfigError
+from .errors import ConfigError, suggest
 from .quantize import quantize_model
 
 _ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -108,6 +109,7 @@ def build_model(model_cfg: dict, input_shape, n_classes: int, base_dir: Path) ->
         model = BUILTIN[name](tuple(input_shape), n_classes, **options)
     else:
         factory = load_python_object(base_dir, name.partition(":")[2], "model.name")
+        _check_options(factory, name, options)
         model = factory(input_shape=tuple(input_shape), n_classes=n_classes, **options)
         if not isinstance(model, nn.Module):
             raise ConfigError("model.name", name, "a callable returning a torch.nn.Module")
@@ -115,6 +117,47 @@ def build_model(model_cfg: dict, input_shape, n_classes: int, base_dir: Path) ->
     if "quantize" in model_cfg:
         quantize_model(model, model_cfg["quantize"])
     return model
+
+
+def _check_options(factory, name: str, options: dict) -> None:
+    """A misspelt option of a user's model is named with the ones its callable accepts."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or a C callable: nothing to check against
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    for key in ("input_shape", "n_classes"):
+        if key not in accepted:
+            raise ConfigError("model.name", name, f"a callable taking input_shape and n_classes (its "
+                              f"parameters: {', '.join(accepted) or 'none'})")
+    taken = [p for p in accepted if p not in ("input_shape", "n_classes")]
+    for key, value in options.items():
+        if key not in accepted:
+            raise ConfigError(f"model.{key}", value, f"an option of {name}: one of {', '.join(taken)}"
+                              + suggest(key, taken) if taken else
+                              f"no options: {name} takes only input_shape and n_classes", unknown_key=True)
+
+
+def check_output(model: nn.Module, sample: torch.Tensor, n_classes: int) -> None:
+    """One forward pass on a couple of samples before training: a model whose output is not one
+    logit per class would otherwise train on without a word (cross-entropy takes any width)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as exc:
+        raise ConfigError("model", type(model).__name__, f"a model that takes inputs of shape "
+                          f"{tuple(sample.shape[1:])} (its forward pass failed: {type(exc).__name__}: "
+                          f"{exc})") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.shape != (len(sample), n_classes):
+        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError("model", type(model).__name__, f"one output per class: the data has {n_classes} "
+                          f"classes, the model's output has shape {shape}")
 
 
 def head_of(model: nn.Module) -> nn.Linear:

@@ -73,24 +73,28 @@ class RunSession:
 
     def __init__(self, config, out: str | Path, ctx: RunContext, plugins: list[Plugin], val: Split | None,
                  environment: str, static: dict[str, Any], resume_step: int | None = None,
-                 main: bool = True):
+                 main: bool = True, overwrite: bool = False):
         self.ctx, self.val = ctx, val
         if not main:
             self.writer = NullWriter()
             self.host = PluginHost([], self.writer)
             return
-        w = RunWriter(out, config.to_json(), resume_step=resume_step)
-        w.set_attr("environment", environment)
-        for name, unit, description in CORE_SERIES:
-            w.declare_series(name, (), "float64", unit, description)
-        w.write_plugin_info("core", "Training", "core training curves", (), [v.to_dict() for v in CORE_VIEWS])
-        if resume_step is None:
-            for path, values in static.items():
-                w.write_array(path, values)
-        self.writer = w
-        self.host = PluginHost(plugins, w)
-        self.host.declare(ctx)
-        w.start_swmr()
+        w = RunWriter(out, config.to_json(), resume_step=resume_step, overwrite=overwrite)
+        try:
+            w.set_attr("environment", environment)
+            for name, unit, description in CORE_SERIES:
+                w.declare_series(name, (), "float64", unit, description)
+            w.write_plugin_info("core", "Training", "core training curves", (), [v.to_dict() for v in CORE_VIEWS])
+            if resume_step is None:
+                for path, values in static.items():
+                    w.write_array(path, values)
+            self.writer = w
+            self.host = PluginHost(plugins, w)
+            self.host.declare(ctx)
+            w.start_swmr()
+        except BaseException:  # a run that never started leaves no file
+            w.abandon()
+            raise
 
     def begin(self, step: int, resumed: bool, message: str, plugin_states: dict | None = None) -> None:
         """The first event, then the plugins' set-up (and, on a resume, their saved state)."""

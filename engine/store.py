@@ -2,16 +2,23 @@
 
 The writer declares every dataset up front, then switches to SWMR so other processes can read the
 file while it grows. Appends are buffered in memory and flushed at least every ``flush_seconds``;
-a writer killed outright leaves everything up to its last flush readable. The format is documented
-in docs/run-file.md.
+a writer killed outright leaves everything up to its last flush readable. One writer per file: it
+holds an OS-level lock for its life (``engine.lock``). It never lets HDF5 run out of disk space
+(HDF5 cannot recover from a failed write: the file tears and the process may crash): each write
+first checks that the disk holds what it needs plus a margin to close the file cleanly. The
+format is documented in docs/run-file.md.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
+import re
+import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +26,22 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .errors import DiskFullError, RunBusyError, RunFileError
+from .lock import WriterLock, writer_pid
+from .runfile_check import FORMAT, FORMAT_VERSION, json_attr, open_checked, open_swmr, text_attr
 
-FORMAT = "traindx.run"
-FORMAT_VERSION = 1
 FINAL_STATUSES = ("finished", "stopped", "failed", "diverged")
 LIVE_DTYPE = np.dtype([("status", "S16"), ("heartbeat", "<f8")])
 EVENT_DTYPE = np.dtype([("step", "<i8"), ("time", "<f8"), ("kind", "S32"),
                         ("message", h5py.string_dtype())])
 _STR = h5py.string_dtype()
 CHUNK_BYTES = 2 ** 16  # a chunk is allocated whole on disk: keep rarely-written series small
+STEP_CHUNK = 1024
+EVENT_CHUNK = 256
 STALE_SECONDS = 30.0  # a "running" file not flushed for this long by a dead process has crashed
+SPACE_MARGIN = 2 ** 20  # kept free by every flush, so the file can always be closed with its status
+OPEN_RETRY_SECONDS = (0.05, 0.2, 0.5)  # a live file's writer may be in the middle of a flush
+READ_RETRY_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.6)  # about the engine's 1 s between flushes
 
 
 def _utc_now() -> str:
@@ -39,6 +52,50 @@ def _storage_dtype(dtype: str):
     return _STR if dtype == "json" else np.dtype(dtype)
 
 
+def free_bytes(folder: Path) -> int:
+    """Bytes a write may still take where ``folder`` lies (or would, once made)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def ensure_space(where: Path, needed: int) -> None:
+    """Refuse a write of ``needed`` bytes (margin included) before it starts, where it would not fit."""
+    free = free_bytes(where.parent)
+    if free < needed:
+        raise DiskFullError(where, free, needed)
+
+
+def safe_file_name(name: str) -> str:
+    """A run name as a file name that stays in its folder: no separators, no leading dots."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "run"
+
+
+def free_name(path: Path) -> Path:
+    """``NAME-2.h5``, ``NAME-3.h5``, ...: the first name beside ``path`` with no run file or checkpoints."""
+    n = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists() and not checkpoint_dir(candidate).exists():
+            return candidate
+        n += 1
+
+
+def check_target(path: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse, before anything is written, to write where it would destroy a run silently: over a
+    folder, over an existing run file without ``overwrite``, or beside another live writer."""
+    if path.is_dir():
+        raise RunFileError(path, f"a folder; give the run file's name, e.g. {path / 'run.h5'}")
+    pid = writer_pid(path)
+    if pid is not None:
+        raise RunBusyError(path, pid or None)
+    if path.exists() and not (resume or overwrite):
+        raise RunFileError(path, "a run file is already there; pass --overwrite (overwrite=True in Python) to "
+                                 f"replace it and its checkpoints, --resume to continue it, or write to "
+                                 f"{free_name(path)}")
+
+
 def _reopen_for_append(path: Path) -> h5py.File:
     """Open a run file to write more to it. A writer that was killed leaves the file marked as open
     for SWMR writing, and HDF5 refuses to open it for writing again (``h5clear`` would lift the
@@ -47,27 +104,49 @@ def _reopen_for_append(path: Path) -> h5py.File:
         return h5py.File(path, "r+", libver="latest")
     except OSError as exc:
         if "h5clear" not in str(exc):
-            raise
+            raise RunFileError(path, f"cannot be opened to continue it ({exc})") from None
     clean = path.with_name(path.name + ".part")
-    with h5py.File(path, "r", libver="latest", swmr=True) as src, h5py.File(clean, "w", libver="latest") as dst:
-        dst.attrs.update(src.attrs)
-        for name in src:
-            src.copy(src[name], dst, name=name)
+    ensure_space(path, path.stat().st_size + SPACE_MARGIN)
+    try:
+        with open_swmr(path) as src, h5py.File(clean, "w", libver="latest") as dst:
+            dst.attrs.update(src.attrs)
+            for name in src:
+                src.copy(src[name], dst, name=name)
+    except BaseException:
+        clean.unlink(missing_ok=True)
+        raise
     os.replace(clean, path)
     return h5py.File(path, "r+", libver="latest")
 
 
 class RunWriter:
-    """Creates (or resumes) a run file; appends series rows and events; closes with a status."""
+    """Creates (or resumes) a run file; appends series rows and events; closes with a status.
+
+    ``overwrite`` lets a new run replace an existing file, whose checkpoints go with it once the new
+    file takes its place. ``run_id`` names this run in the file and in its checkpoints."""
 
     def __init__(self, path: str | Path, config_json: str, resume_step: int | None = None,
-                 flush_seconds: float = 1.0):
+                 flush_seconds: float = 1.0, overwrite: bool = False):
         self.path = Path(path)
         self.flush_seconds = flush_seconds
         self._buffers: dict[str, tuple[list, list]] = {}
+        self._row_bytes: dict[str, tuple[int, int]] = {}  # name -> (bytes of a row, of its chunks)
         self._events: list[tuple] = []
         self._last_flush = time.monotonic()
+        self._building: Path | None = None
+        self._overwrite = overwrite
+        self.f = None
+        check_target(self.path, resume=resume_step is not None, overwrite=overwrite)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_space(self.path, SPACE_MARGIN)
+        self._lock = WriterLock(self.path)
+        try:
+            self._open(config_json, resume_step)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def _open(self, config_json: str, resume_step: int | None) -> None:
         if resume_step is None:
             # Built under a temporary name and moved into place once in SWMR mode, so a reader
             # never opens a half-made file.
@@ -79,18 +158,32 @@ class RunWriter:
             self.f.create_group("series")
             self.f.create_group("data")
             self.f.create_group("plugins")
-            self.f.create_dataset("events", shape=(0,), maxshape=(None,), dtype=EVENT_DTYPE, chunks=(256,))
+            self.f.create_dataset("events", shape=(0,), maxshape=(None,), dtype=EVENT_DTYPE,
+                                  chunks=(EVENT_CHUNK,))
             self.f.create_dataset("live", shape=(1,), maxshape=(1,), dtype=LIVE_DTYPE, chunks=(1,))
         else:
-            self._building = None
             self.f = _reopen_for_append(self.path)
             self._truncate_after(resume_step)
         a = self.f.attrs
+        self.run_id = text_attr(a, "run_id") or uuid.uuid4().hex  # files from before run ids get one
+        a["run_id"] = self.run_id
         a["config"] = config_json
         a["status"] = "running"
         a["finished_utc"] = ""
         a["writer_pid"], a["writer_host"] = os.getpid(), socket.gethostname()
         self._set_live("running")
+
+    def abandon(self) -> None:
+        """Undo a start that failed before ``start_swmr``: no half-made file stays behind, and the
+        lock is let go."""
+        if self.f is not None:
+            try:
+                self.f.close()
+            except (OSError, RuntimeError):
+                pass
+        if self._building is not None:
+            self._building.unlink(missing_ok=True)
+        self._lock.release()
 
     # -- before SWMR --------------------------------------------------------------------------
     def declare_series(self, name: str, shape=(), dtype: str = "float64", unit: str = "",
@@ -101,12 +194,14 @@ class RunWriter:
             raise ValueError(f"series {name!r} declared twice")
         shape = tuple(shape)
         self._buffers[name] = ([], [])
+        row = 8 + int(np.prod(shape)) * (32 if dtype == "json" else np.dtype(dtype).itemsize)
+        rows = max(1, min(1024, CHUNK_BYTES // (8 * max(1, int(np.prod(shape))))))
+        self._row_bytes[name] = (row, rows * row + 8 * STEP_CHUNK)
         path = f"series/{name}"
         if path in self.f:  # resuming: the datasets exist already
             return
         g = self.f.create_group(path)
-        rows = max(1, min(1024, CHUNK_BYTES // (8 * max(1, int(np.prod(shape))))))
-        g.create_dataset("step", shape=(0,), maxshape=(None,), dtype="<i8", chunks=(1024,))
+        g.create_dataset("step", shape=(0,), maxshape=(None,), dtype="<i8", chunks=(STEP_CHUNK,))
         g.create_dataset("value", shape=(0, *shape), maxshape=(None, *shape),
                          dtype=_storage_dtype(dtype), chunks=(rows, *shape))
         g.attrs["dtype"], g.attrs["unit"], g.attrs["description"] = dtype, unit, description
@@ -117,6 +212,7 @@ class RunWriter:
         if full in self.f:
             del self.f[full]
         arr = np.asarray(values)
+        ensure_space(self.path, arr.nbytes + SPACE_MARGIN)
         if arr.dtype.kind in "OUS":
             self.f.create_dataset(full, data=np.asarray([str(v) for v in arr.ravel()], dtype=object)
                                   .reshape(arr.shape), dtype=_STR)
@@ -137,6 +233,8 @@ class RunWriter:
         self.f.flush()
         self.f.swmr_mode = True
         if self._building is not None:
+            if self._overwrite:  # the old run's checkpoints go with the file they belong to
+                shutil.rmtree(checkpoint_dir(self.path), ignore_errors=True)
             os.replace(self._building, self.path)
             self._building = None
 
@@ -155,13 +253,23 @@ class RunWriter:
     def event(self, step: int, kind: str, message: str = "") -> None:
         self._events.append((step, time.time(), kind.encode()[:32], message))
 
+    def last_value(self, name: str, default: float = 0.0) -> float:
+        """The series' last row in the file (e.g. the wall time a resumed run goes on from)."""
+        value = self.f[f"series/{name}/value"]
+        n = self.f[f"series/{name}/step"].shape[0]
+        return float(value[n - 1]) if n else default
+
     def maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, margin: int = SPACE_MARGIN) -> None:
+        """Write the buffered rows. Raises DiskFullError, writing nothing, where the disk would be
+        left with less than ``margin`` bytes (the room to close the file)."""
+        ensure_space(self.path, self._bytes_to_flush() + margin)
         for name, (steps, values) in self._buffers.items():
             if steps:
+                self._buffers[name] = ([], [])  # taken first: an interrupt never writes a row twice
                 g = self.f[f"series/{name}"]
                 n, m = g["step"].shape[0], len(steps)
                 value = g["value"]
@@ -169,17 +277,26 @@ class RunWriter:
                 value[n:] = np.asarray(values, dtype=value.dtype if value.dtype != _STR else object)
                 g["step"].resize(n + m, axis=0)  # step last: a reader never sees a step without its value
                 g["step"][n:] = steps
-                steps.clear()
-                values.clear()
         if self._events:
+            events, self._events = self._events, []
             ev = self.f["events"]
             n = ev.shape[0]
-            ev.resize(n + len(self._events), axis=0)
-            ev[n:] = np.array(self._events, dtype=EVENT_DTYPE)
-            self._events.clear()
+            ev.resize(n + len(events), axis=0)
+            ev[n:] = np.array(events, dtype=EVENT_DTYPE)
         self._set_live(self._live_status)
         self.f.flush()
         self._last_flush = time.monotonic()
+
+    def _bytes_to_flush(self) -> int:
+        """An upper bound of what the next flush writes: the rows, and a new chunk for each series
+        that gets rows (chunks are allocated whole), the events and their chunk."""
+        total = EVENT_CHUNK * EVENT_DTYPE.itemsize
+        for name, (steps, values) in self._buffers.items():
+            if steps:
+                row, chunks = self._row_bytes[name]
+                text = sum(len(v) for v in values) if isinstance(values[0], str) else 0
+                total += len(steps) * row + text + chunks
+        return total + sum(EVENT_DTYPE.itemsize + len(e[3].encode()) for e in self._events)
 
     def _set_live(self, status: str) -> None:
         """Status and heartbeat live in a dataset: SWMR readers see dataset writes, not attribute changes."""
@@ -187,13 +304,19 @@ class RunWriter:
         self.f["live"][0] = (status.encode(), time.time())
 
     def close(self, status: str) -> None:
+        """Write the final status and close. Where even that does not fit on the disk, the file is
+        left as its last flush made it (readers report the run as crashed) and DiskFullError raised."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status {status!r} is not one of {FINAL_STATUSES}")
-        self.f.attrs["status"] = status
-        self.f.attrs["finished_utc"] = _utc_now()
-        self._live_status = status
-        self.flush()
-        self.f.close()
+        try:
+            ensure_space(self.path, self._bytes_to_flush() + 2 ** 16)  # before anything is changed
+            self.f.attrs["status"] = status
+            self.f.attrs["finished_utc"] = _utc_now()
+            self._live_status = status
+            self.flush(margin=0)
+        finally:
+            self.f.close()
+            self._lock.release()
 
     # -- resuming -----------------------------------------------------------------------------
     def _truncate_after(self, step: int) -> None:
@@ -208,21 +331,69 @@ class RunWriter:
         ev.resize(keep, axis=0)
 
 
+class _BadRow(ValueError):
+    """A row that is not what its series says (bad JSON): damage, not worth reading again."""
+
+
+def _retried(what: str):
+    """A read of a live file can meet what the writer is flushing (about 1 in 7,000 reads): most
+    often a variable-length string the writer's next flush completes, which only a fresh handle
+    then sees. So it is tried again a few times, through a reopened file, for about as long as the
+    engine takes between flushes; what still fails is damage, reported with the file and the object."""
+    def decorate(method):
+        @functools.wraps(method)
+        def read(self, *args, **kwargs):
+            for attempt, delay in enumerate((*READ_RETRY_SECONDS, None)):
+                try:
+                    if attempt:
+                        self._reopen()
+                    return method(self, *args, **kwargs)
+                except (OSError, RuntimeError, ValueError) as exc:  # RunFileError too: a reopen failed
+                    if delay is None or isinstance(exc, _BadRow):
+                        problem = exc.problem if isinstance(exc, RunFileError) else str(exc).strip()
+                        line = problem.splitlines()[0] if problem else type(exc).__name__
+                        raise RunFileError(self.path, f"cannot read {what.format(*args)}: {line}") from None
+                    time.sleep(delay)
+        return read
+    return decorate
+
+
 class RunReader:
-    """Reads a run file, live or finished or crashed. Keeps the file open; ``refresh()`` sees new rows."""
+    """Reads a run file, live or finished or crashed. Keeps the file open; ``refresh()`` sees new rows.
+
+    A damaged file fails here, at once, with a RunFileError naming it (see ``engine.runfile_check``).
+    Attributes are read once: SWMR readers do not see the writer change them anyway."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            self.f = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except OSError as exc:
-            raise OSError(f"{self.path}: not a readable run file ({exc})") from None
-        if self.f.attrs.get("format") != FORMAT:
-            self.f.close()
-            raise OSError(f"{self.path}: not a TrainDx run file (format attribute missing)")
+        for delay in (*OPEN_RETRY_SECONDS, None):
+            try:
+                self.f = open_checked(self.path)
+                break
+            except RunFileError as exc:
+                if not exc.transient or delay is None:
+                    raise
+                time.sleep(delay)
+        attrs = self.f.attrs
+        self._config = json_attr(attrs, "config", self.path)
+        self._meta = {k: text_attr(attrs, k) for k in ("format_version", "traindx_version", "created_utc",
+                                                        "finished_utc")}
+        if "environment" in attrs:
+            self._meta.update(json_attr(attrs, "environment", self.path))
+        plugins = self.f.get("plugins", {})
+        self._views = {name: json_attr(g.attrs, "views", self.path, f"/plugins/{name}") if "views" in g.attrs else []
+                       for name, g in plugins.items()}
+        self._titles = {name: str(text_attr(g.attrs, "title", name)) for name, g in plugins.items()}
+        self._descriptions = {name: str(text_attr(g.attrs, "description", "")) for name, g in plugins.items()}
 
     def close(self) -> None:
         self.f.close()
+
+    def _reopen(self) -> None:
+        """A fresh handle on the file. The old one is closed first: HDF5 gives a second handle on a
+        file this process has open the first one's view of it."""
+        self.f.close()
+        self.f = open_swmr(self.path)
 
     def __enter__(self):
         return self
@@ -232,14 +403,14 @@ class RunReader:
 
     # -- attributes -----------------------------------------------------------------------------
     def _attr(self, key: str, default=None):
-        value = self.f.attrs.get(key, default)
-        return value.decode() if isinstance(value, bytes) else value
+        return text_attr(self.f.attrs, key, default)
 
+    @_retried("/live")
     def _live(self) -> tuple[str, float]:
         live = self.f["live"]
         live.refresh()
         status, heartbeat = live[0]
-        return status.decode(), float(heartbeat)
+        return status.decode(errors="replace"), float(heartbeat)
 
     @property
     def raw_status(self) -> str:
@@ -264,8 +435,13 @@ class RunReader:
         return time.time() - self._live()[1] < STALE_SECONDS
 
     @property
+    def run_id(self) -> str | None:
+        """The id this run's checkpoints carry too (None in files from before run ids)."""
+        return self._attr("run_id")
+
+    @property
     def config(self) -> dict:
-        return json.loads(self._attr("config", "{}"))["config"]
+        return self._config["config"]
 
     @property
     def config_json(self) -> str:
@@ -273,15 +449,13 @@ class RunReader:
 
     @property
     def meta(self) -> dict:
-        keys = ("format_version", "traindx_version", "created_utc", "finished_utc")
-        out = {k: self._attr(k) for k in keys}
-        out.update(json.loads(self._attr("environment", "{}")))
-        return out
+        return dict(self._meta)
 
     # -- series ---------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Nothing to do: every read below refreshes the datasets it touches."""
 
+    @_retried("its series")
     def names(self) -> list[str]:
         out = []
         self.f["series"].visititems(lambda n, o: out.append(n) if isinstance(o, h5py.Group) and "step" in o else None)
@@ -292,11 +466,13 @@ class RunReader:
         return {"dtype": g.attrs.get("dtype", "float64"), "unit": g.attrs.get("unit", ""),
                 "description": g.attrs.get("description", ""), "shape": g["value"].shape[1:]}
 
+    @_retried("series {0}")
     def length(self, name: str) -> int:
         g = self._group(name)
         g["step"].refresh()
         return g["step"].shape[0]
 
+    @_retried("series {0}")
     def series(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) from row ``start`` on; JSON series come back as parsed objects."""
         g = self._group(name)
@@ -306,19 +482,21 @@ class RunReader:
         n = min(step.shape[0], value.shape[0])
         steps, values = step[start:n], value[start:n]
         if g.attrs.get("dtype") == "json":
-            values = [json.loads(v.decode() if isinstance(v, bytes) else v) for v in values]
+            values = [_parse_json(v) for v in values]
         return steps, values
 
+    @_retried("series {0}")
     def row_at(self, name: str, step: int | None = None):
         """The row written at ``step`` (or the last one at or before it; the latest if None)."""
-        steps, _ = self.series(name)
+        g = self._group(name)
+        g["step"].refresh()
+        steps = g["step"][:]
         if len(steps) == 0:
             return None, None
         i = len(steps) - 1 if step is None else max(0, int(np.searchsorted(steps, step, side="right")) - 1)
-        g = self._group(name)
         value = g["value"][i]
         if g.attrs.get("dtype") == "json":
-            value = json.loads(value.decode() if isinstance(value, bytes) else value)
+            value = _parse_json(value)
         return int(steps[i]), value
 
     def _group(self, name: str) -> h5py.Group:
@@ -328,22 +506,25 @@ class RunReader:
             raise KeyError(f"{self.path.name} has no series {name!r}; it has {', '.join(self.names())}") from None
 
     # -- the rest -------------------------------------------------------------------------------
+    @_retried("/events")
     def events(self) -> list[dict]:
         ev = self.f["events"]
         ev.refresh()
-        return [{"step": int(r["step"]), "time": float(r["time"]), "kind": r["kind"].decode(),
-                 "message": r["message"].decode() if isinstance(r["message"], bytes) else r["message"]}
+        return [{"step": int(r["step"]), "time": float(r["time"]), "kind": r["kind"].decode(errors="replace"),
+                 "message": r["message"].decode(errors="replace") if isinstance(r["message"], bytes)
+                 else r["message"]}
                 for r in ev[:]]
 
     def views(self) -> dict[str, list[dict]]:
-        return {name: json.loads(g.attrs.get("views", "[]")) for name, g in self.f["plugins"].items()}
+        return dict(self._views)
 
     def plugin_titles(self) -> dict[str, str]:
-        return {name: str(g.attrs.get("title", name)) for name, g in self.f["plugins"].items()}
+        return dict(self._titles)
 
     def plugin_descriptions(self) -> dict[str, str]:
-        return {name: str(g.attrs.get("description", "")) for name, g in self.f["plugins"].items()}
+        return dict(self._descriptions)
 
+    @_retried("/data/{0}")
     def data(self, path: str) -> np.ndarray:
         arr = self.f[f"data/{path}"]
         if h5py.check_string_dtype(arr.dtype):
@@ -352,6 +533,14 @@ class RunReader:
 
     def has_data(self, path: str) -> bool:
         return f"data/{path}" in self.f
+
+
+def _parse_json(value):
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _BadRow(f"a row is not valid JSON ({exc})") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -385,5 +574,6 @@ def latest_checkpoint(run_path: str | Path) -> Path | None:
 
 
 def open_run(path: str | Path) -> RunReader:
-    """Open a run file for reading: live, finished or crashed."""
+    """Open a run file for reading: live, finished or crashed. Raises RunFileError (an OSError)
+    with one line naming the file where it is not a readable run file."""
     return RunReader(path)

@@ -16,14 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import check_resume_length, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import BatchOrder, DataBundle, load_data
 from .distributed import World
 from .errors import ConfigError
-from .models import build_model
+from .models import build_model, check_output
 from .plugin import Plugin, Probe, RunContext, instantiate
 from .session import RunSession, all_finite, environment, static_arrays, step_metrics
-from .store import checkpoint_dir, latest_checkpoint
+from .store import check_target
 
 PROGRESS_SECONDS = 0.25
 
@@ -118,13 +119,15 @@ class Trainer:
     """Trains one RunConfig into one run file."""
 
     def __init__(self, config: RunConfig, out_path: str | Path, control: Control | None = None,
-                 on_status: Callable[[dict], None] | None = None, resume: bool = False):
+                 on_status: Callable[[dict], None] | None = None, resume: bool = False,
+                 overwrite: bool = False):
         self.cfg = config
         self.out = Path(out_path)
         self.control = control or Control()
         self.world = World()
         self.on_status = on_status if on_status and self.world.main else (lambda msg: None)
         self.resume = resume
+        self.overwrite = overwrite
 
     # -- set-up ---------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -146,6 +149,7 @@ class Trainer:
         self.total = run["steps"] or run["epochs"] * self.order.per_epoch
         self.model = build_model(cfg.sections["model"], self.data.input_shape, self.data.n_classes,
                                  cfg.base_dir).to(self.device)
+        check_output(self.model, self.train.x[:2], self.data.n_classes)  # before step 1, not at it
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # DDP syncs gradients in training steps; evaluation, plugins and checkpoints use the module
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.world.active else self.model
@@ -175,22 +179,28 @@ class Trainer:
         env = environment(self.device, self.threads, d.source, len(self.train), len(self.val), d.n_classes,
                           d.input_shape, sum(p.numel() for p in self.params), self.total)
         return RunSession(self.cfg, self.out, self.ctx, self.plugins, self.val, env, static, resume_step,
-                          main=self.world.main)
+                          main=self.world.main, overwrite=self.overwrite)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> str:
+        if self.world.main:  # refused at once, not after the set-up
+            check_target(self.out, self.resume, self.overwrite)
         self._build()
         start = self._load_checkpoint() if self.resume else 0
+        if self.resume:
+            check_resume_length(self.out, start, self.total, self.cfg.sections["run"])
         self.session = w = self._open_session(start if self.resume else None)
         w.begin(start, self.resume, f"resumed at step {start}" if self.resume else f"training for {self.total} steps",
                 self._plugin_states if self.resume else None)
         self._status("state", state="running")
         try:
             status = self._loop(start)
-        except Exception as exc:
-            w.event(getattr(self, "step", start), "failed", f"{type(exc).__name__}: {exc}")
-            w.close("failed")
-            self._status("state", state="failed", message=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # a second Ctrl-C arrives as KeyboardInterrupt: stopped, not failed
+            status, message = (("stopped", "aborted by a second interrupt (resume from the last checkpoint)")
+                               if isinstance(exc, KeyboardInterrupt) else ("failed", f"{type(exc).__name__}: {exc}"))
+            w.event(getattr(self, "step", start), status, message)
+            w.close(status)
+            self._status("state", state=status, message=message)
             raise  # under torchrun the launcher then stops the other ranks
         self.world.stop()
         w.close(status)
@@ -200,7 +210,7 @@ class Trainer:
     def _loop(self, start: int) -> str:
         w, control, run = self.session, self.control, self.cfg.sections["run"]
         eval_every, ckpt_every = run["eval_every"], run["checkpoint_every"]
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() - (w.writer.last_value("wall_time") or 0.0)  # a resumed run's clock goes on
         last_progress, last_step_t, done_in_window = 0.0, self.t0, 0
         step, loss_value = start, float("nan")
         self.model.train()
@@ -316,27 +326,16 @@ class Trainer:
         if not self.world.main:
             return
         self.session.flush()  # rows up to the checkpoint are on disk first: a resume leaves no gap
-        d = checkpoint_dir(self.out)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"step_{step:08d}.pt"
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "torch_rng": torch.get_rng_state(), "config": self.cfg.to_json(),
-                 "plugins": self.session.plugin_states()}
+                 "plugins": self.session.plugin_states(), "run_id": self.session.writer.run_id}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # a checkpoint file is either whole or absent
+        path = save_checkpoint(self.out, step, state, self.cfg.sections["run"]["keep_checkpoints"])
         self.session.event(step, "checkpoint", str(path))
-        keep = self.cfg.sections["run"]["keep_checkpoints"]
-        for old in sorted(d.glob("step_*.pt"))[:-keep] if keep else ():
-            old.unlink()
 
     def _load_checkpoint(self) -> int:
-        path = latest_checkpoint(self.out)
-        if path is None:
-            raise ConfigError("--resume", str(self.out), f"a run with checkpoints in {checkpoint_dir(self.out)}")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = load_checkpoint(self.out, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -354,12 +353,12 @@ class Trainer:
 
 
 def run_training(config, out_path: str | Path, *, resume: bool = False, control: Control | None = None,
-                 on_status: Callable[[dict], None] | None = None) -> str:
+                 on_status: Callable[[dict], None] | None = None, overwrite: bool = False) -> str:
     """Train ``config`` (a RunConfig, a dict like a parsed TOML file, or a TOML path) into ``out_path``;
-    returns the final status."""
+    returns the final status. An existing file at ``out_path`` is replaced only with ``overwrite``."""
     if isinstance(config, (str, Path)):
         config = RunConfig.from_toml(config)
     elif isinstance(config, dict):
         config = RunConfig.from_dict(config)
-    return Trainer(config, out_path, control, on_status, resume).run()
+    return Trainer(config, out_path, control, on_status, resume, overwrite).run()
 

@@ -38,7 +38,7 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, out: str | P
           train_data=None, val_data=None, plugins: dict[str, dict] | None = None, steps: int | None = None,
           eval_every: int = 50, log_every: int = 10, loss: str | Callable = "cross_entropy",
           class_names: list[str] | None = None, val_metadata: dict[str, Any] | None = None,
-          name: str | None = None, seed: int = 0) -> "Watch":
+          name: str | None = None, seed: int = 0, overwrite: bool = False) -> "Watch":
     """Diagnostics for a loop you wrote; use as a context manager (or call ``close()``).
 
     ``train_data`` / ``val_data``: map-style datasets of ``(x, y)`` (or ``(x, y)`` tensor pairs);
@@ -46,17 +46,18 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, out: str | P
     device a chunk at a time). ``plugins``: ``{name: settings}`` as in a config's ``[plugins.NAME]``.
     ``steps``: the optimizer steps you plan, so plugins can plan (e.g. measure the last step).
     ``loss``: "cross_entropy", "mse" or a function ``(outputs, targets) -> per-sample losses``.
+    ``overwrite``: replace a run file already at ``out`` (and its checkpoints); refused otherwise.
     """
     return Watch(model, optimizer, out, train_data=train_data, val_data=val_data, plugins=plugins or {},
                  steps=steps, eval_every=eval_every, log_every=log_every, loss=loss, class_names=class_names,
-                 val_metadata=val_metadata or {}, name=name, seed=seed)
+                 val_metadata=val_metadata or {}, name=name, seed=seed, overwrite=overwrite)
 
 
 class Watch:
     """One run file for one training loop. ``step()`` per optimizer step; ``close()`` at the end."""
 
     def __init__(self, model, optimizer, out, *, train_data, val_data, plugins, steps, eval_every, log_every,
-                 loss, class_names, val_metadata, name, seed):
+                 loss, class_names, val_metadata, name, seed, overwrite=False):
         self.model = getattr(model, "module", model)  # a DDP wrapper's module: HVPs need the plain one
         self.optimizer = optimizer
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -85,7 +86,8 @@ class Watch:
         env = environment(self.device, torch.get_num_threads(), "own loop", train_size, val_size, n_classes,
                           input_shape, sum(p.numel() for p in self.params), steps)
         static = static_arrays(self.class_names, {"val": self.val}, self.val.x if self.val is not None else None)
-        self.session = RunSession(self.config, out, ctx, self.plugins, self.val, env, static, main=_is_main())
+        self.session = RunSession(self.config, out, ctx, self.plugins, self.val, env, static, main=_is_main(),
+                                  overwrite=overwrite)
         self.session.begin(0, False, "training in the user's own loop"
                            + (f" for {steps} steps" if steps else ""))
         if self.val is None:

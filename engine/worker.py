@@ -87,9 +87,11 @@ class EngineProcess:
 def _child_main(config_json: str, out_path: str, resume: bool, control_conn, status_queue) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .config import RunConfig
+    from .signals import StopOnSignal
     from .trainer import Control, Trainer
 
     control = Control()
+    stop = StopOnSignal(control)  # SIGTERM (or the terminal's Ctrl-C) stops the run like the Stop button
 
     def listen() -> None:
         actions = {"pause": control.pause, "resume": control.resume, "stop": control.stop,
@@ -105,12 +107,21 @@ def _child_main(config_json: str, out_path: str, resume: bool, control_conn, sta
     threading.Thread(target=listen, daemon=True, name="traindx-control").start()
     try:
         config = RunConfig.from_json(config_json)
-        Trainer(config, out_path, control, status_queue.put, resume).run()
-    except Exception as exc:
-        status_queue.put({"kind": "error", "message": f"{type(exc).__name__}: {exc}",
-                          "traceback": traceback.format_exc()})
+        Trainer(config, out_path, control, stop.watch(status_queue.put), resume).run()
+    except (KeyboardInterrupt, Exception) as exc:  # KeyboardInterrupt: a second signal aborted it
+        status_queue.put({"kind": "error", "message": _message(exc), "traceback": traceback.format_exc()})
         status_queue.close()
         status_queue.join_thread()
         raise SystemExit(1)
     status_queue.close()
     status_queue.join_thread()
+
+
+def _message(exc: BaseException) -> str:
+    """The line the window shows: the user's own errors (config, data, run file, disk) as they are."""
+    from .errors import ConfigError, DataError, DiskFullError, RunFileError
+    if isinstance(exc, KeyboardInterrupt):
+        return "aborted by a signal"
+    if isinstance(exc, (ConfigError, DataError, DiskFullError, RunFileError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -16,6 +16,7 @@ from PySide6 import QtCore
 
 STALE_REOPEN_SECONDS = 3.0
 POLL_SECONDS = 0.2  # the engine flushes every 1 s; data must be on screen within 0.5 s of a flush
+MAX_READ_ERRORS = 3  # reads of one file failing in a row (each after the reader's own retries): damage
 FINAL_STATUSES = ("finished", "stopped", "failed", "diverged", "crashed")
 
 
@@ -100,12 +101,13 @@ class TaskRunner(QtCore.QObject):
 
 class RunPoller(QtCore.QThread):
     """Follows run files: every POLL_SECONDS it reads each file's new rows in this worker thread and
-    emits them; the GUI thread only appends arrays. Files not yet readable (the engine is still
-    creating them) are retried."""
+    emits them; the GUI thread only appends arrays. Files not yet there (the engine is still
+    creating them) are retried; a damaged file is reported and dropped at once, and whatever goes
+    wrong with one file never stops the others from being followed."""
 
     rows = QtCore.Signal(str, object)  # run id, {series name: (steps, values)} of new rows
     meta = QtCore.Signal(str, object)  # run id, {status, views, titles, events, config, meta}
-    failed = QtCore.Signal(str, str)  # run id, message (file missing or not a run file)
+    failed = QtCore.Signal(str, str)  # run id, one line naming the file and what is wrong
 
     def __init__(self, parent=None, period: float = POLL_SECONDS):
         super().__init__(parent)
@@ -119,6 +121,7 @@ class RunPoller(QtCore.QThread):
         self._first_try: dict[str, float] = {}
         self._quiet: dict[str, tuple[str, float]] = {}  # status, when rows last arrived
         self._closed: set[str] = set()
+        self._read_errors: dict[str, int] = {}  # failed reads in a row, per run
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.ticks = 0
@@ -157,7 +160,6 @@ class RunPoller(QtCore.QThread):
             self._open.clear()
 
     def tick(self) -> None:
-        from engine.store import open_run
         with self._lock:
             wanted = dict(self._wanted)
             fresh, self._fresh = self._fresh, set()
@@ -168,36 +170,53 @@ class RunPoller(QtCore.QThread):
         for run_id, path in wanted.items():
             if self._stop.is_set():
                 return
-            reader = self._open.get(run_id)
-            if reader is None:
-                try:
-                    reader = open_run(path)
-                except OSError as exc:
-                    first = self._first_try.setdefault(run_id, time.monotonic())
-                    if not path.exists() and time.monotonic() - first > 60 or path.exists() and \
-                            time.monotonic() - first > 20:
-                        self.failed.emit(run_id, str(exc))
-                        self.remove(run_id)
-                    continue
-                self._open[run_id] = reader
-                self._lengths.setdefault(run_id, {})
             try:
-                grew = self._read_new(run_id, reader)
-            except (OSError, KeyError, ValueError):
-                grew = None  # opened mid-creation or a torn read: reopen and go on from the same rows
-            if grew is None or (not grew and self._stale(run_id)):
-                self._open.pop(run_id).close()
-                self._seen.pop(run_id, None)
-                if not path.exists():
-                    self.failed.emit(run_id, f"{path}: the run file disappeared")
-                    self.remove(run_id)
+                self._follow(run_id, path)
+            except Exception as exc:  # one bad file never stops the others
+                self._give_up(run_id, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
         self.ticks += 1
+
+    def _follow(self, run_id: str, path: Path) -> None:
+        from engine.store import open_run
+        reader = self._open.get(run_id)
+        if reader is None:
+            try:
+                reader = open_run(path)
+            except OSError as exc:  # RunFileError names the file and what is wrong
+                waited = time.monotonic() - self._first_try.setdefault(run_id, time.monotonic())
+                if path.exists() and not getattr(exc, "transient", False) or \
+                        waited > (20 if path.exists() else 60):  # a new run's engine may be starting
+                    self._give_up(run_id, str(exc))
+                return
+            self._open[run_id] = reader
+            self._lengths.setdefault(run_id, {})
+        try:
+            grew = self._read_new(run_id, reader)
+            self._read_errors.pop(run_id, None)
+        except (OSError, KeyError, ValueError) as exc:
+            grew = None  # a read that raced the writer: reopen and go on from the same rows
+            self._read_errors[run_id] = self._read_errors.get(run_id, 0) + 1
+            if self._read_errors[run_id] >= MAX_READ_ERRORS:
+                raise
+        if grew is None or (not grew and self._stale(run_id)):
+            self._open.pop(run_id).close()
+            self._seen.pop(run_id, None)
+            if not path.exists():
+                self._give_up(run_id, f"{path}: the run file disappeared")
+
+    def _give_up(self, run_id: str, message: str) -> None:
+        self._forget(run_id)
+        self.failed.emit(run_id, message)
+        self.remove(run_id)
 
     def _forget(self, run_id: str) -> None:
         reader = self._open.pop(run_id, None)
         if reader is not None:
-            reader.close()
-        for table in (self._lengths, self._seen, self._quiet, self._first_try):
+            try:
+                reader.close()
+            except (OSError, RuntimeError):  # a damaged file may not even close cleanly
+                pass
+        for table in (self._lengths, self._seen, self._quiet, self._first_try, self._read_errors):
             table.pop(run_id, None)
         self._closed.discard(run_id)
 

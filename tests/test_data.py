@@ -50,7 +50,7 @@ def test_npz_metadata_follows_the_split(tmp_path):
 @pytest.mark.parametrize("arrays, message", [
     (dict(x=np.zeros((5, 2)), y=np.zeros(4, int)), "x has 5 samples but y has shape (4,)"),
     (dict(x=np.zeros((5, 2)), y=np.array([0, 1, -1, 0, 1])), "label -1 is negative"),
-    (dict(x=np.zeros((3, 2)), y=np.array([0, 1, 2]), class_names=np.array(["a", "b"])), "label 2 out of range"),
+    (dict(x=np.zeros((3, 2)), y=np.array([0, 1, 2]), class_names=np.array(["a", "b"])), "label 2 (row 2 of y) out of range for 2 class_names"),
     (dict(x=np.array([[0, 1], [np.nan, 0]]), y=np.array([0, 1])), "1 inputs contain NaN or inf (first at sample 1)"),
     (dict(x=np.zeros((5, 2)), y=np.zeros(5, int), meta_a=np.zeros(4)), "meta_a has 4 rows; expected 5"),
     (dict(x=np.zeros((5, 2))), "expected arrays 'x' and 'y'"),

@@ -146,7 +146,7 @@ def test_a_built_in_sources_declared_options_show_when_it_is_chosen(qtbot, plugi
     form.load_toml(path)
     assert form.config.to_dict() == RunConfig.from_toml(path).to_dict()
     assert form.config.sections["data"] == {"source": planted_source, "batch_size": 64, "val_fraction": 0.2,
-                                            "n_samples": 300, "noise": 0.3}
+                                            "n_classes": None, "n_samples": 300, "noise": 0.3}
 
 
 def test_fields_the_optimizer_or_schedule_ignore_are_hidden(form):

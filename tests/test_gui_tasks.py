@@ -110,3 +110,30 @@ def test_poller_reports_a_missing_file_and_stops_following_it(qtbot, tmp_path):
     finally:
         poller.stop()
     assert failed.args[0] == "gone" and "nothing.h5" in failed.args[1]
+
+
+def test_an_unexpected_error_reading_one_run_marks_it_and_the_others_keep_coming(qtbot, tmp_path, monkeypatch):
+    good = write_synthetic_run(tmp_path / "good.h5", steps=300, demo=False)
+    bad = write_synthetic_run(tmp_path / "bad.h5", steps=300, demo=False)
+    real_open = engine.store.open_run
+
+    def open_run(path):
+        reader = real_open(path)
+        if path == bad:  # whatever goes wrong, even what no one foresaw, stays with its file
+            reader.events = lambda: (_ for _ in ()).throw(TypeError("no events today"))
+        return reader
+    monkeypatch.setattr(engine.store, "open_run", open_run)
+    poller = RunPoller(period=0.01)
+    got, failed = [], []
+    poller.rows.connect(lambda rid, chunk: got.append(rid))
+    poller.failed.connect(lambda rid, message: failed.append((rid, message)))
+    poller.start()
+    poller.add("bad", bad)
+    try:
+        qtbot.waitUntil(lambda: bool(failed), timeout=5000)
+        poller.add("good", good)
+        qtbot.waitUntil(lambda: "good" in got, timeout=5000)
+        assert poller.isRunning()
+    finally:
+        poller.stop()
+    assert failed == [("bad", f"{bad}: no events today")]

@@ -200,7 +200,7 @@ def test_dampening_pulls_latent_weights_towards_their_grid_points(tmp_path):
     def distance(dampen):
         cfg = RunConfig.from_dict(tiny_config(run={"steps": 60}, model=QAT_MLP,
                                               plugins={"oscillation": {"dampen": dampen, "anneal_start": 0.0}}))
-        trainer = Trainer(cfg, tmp_path / f"d{dampen}.h5")
+        trainer = Trainer(cfg, tmp_path / f"d{dampen}.h5", overwrite=True)  # distance(0.0) runs twice
         trainer.run()
         out = []
         for q in quantized_layers(trainer.model):

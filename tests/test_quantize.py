@@ -159,7 +159,7 @@ def test_4_bit_models_on_digits_stay_within_3_points_of_full_precision(tmp_path,
         cfg = {"run": {"seed": 0, "steps": 300, "eval_every": 300, "threads": 1},
                "data": {"source": "digits", "batch_size": 64}, "model": m,
                "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}
-        run_training(cfg, tmp_path / "a.h5")
+        run_training(cfg, tmp_path / "a.h5", overwrite=True)  # the same file for both runs, on purpose
         return open_run(tmp_path / "a.h5").series("val/accuracy")[1][-1]
     full = accuracy(None)
     assert full > 0.95

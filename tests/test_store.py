@@ -11,6 +11,7 @@ import pytest
 
 from conftest import ROOT
 from engine import open_run
+from engine.lock import writer_pid
 from engine.store import RunWriter
 
 READER = """
@@ -97,6 +98,7 @@ def test_a_killed_run_stays_readable_and_says_it_crashed_then_continues(tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert n >= 50
+    assert writer_pid(out) is None  # the OS let go of the killed writer's lock: the file can be resumed
     run = open_run(out)
     assert run.status == "crashed" and run.raw_status == "running" and not run.finished
     steps, losses = run.series("train/loss")
@@ -124,7 +126,7 @@ def test_not_a_run_file_is_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="not a TrainDx run file"):
         open_run(path)
     (tmp_path / "junk.h5").write_text("hello")
-    with pytest.raises(OSError, match="not a readable run file"):
+    with pytest.raises(OSError, match="junk.h5: not an HDF5 file"):
         open_run(tmp_path / "junk.h5")
 
 

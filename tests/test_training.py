@@ -7,7 +7,8 @@ import torch
 from conftest import stop_after, tiny_config
 from engine import open_run, run_training
 from engine.config import RunConfig
-from engine.trainer import Trainer, checkpoint_dir, lr_at, per_sample_loss_fn
+from engine.store import checkpoint_dir
+from engine.trainer import Trainer, lr_at, per_sample_loss_fn
 
 
 def _losses(path):

@@ -14,14 +14,15 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.config import RunConfig
-from engine.errors import ConfigError
-from engine.store import latest_checkpoint
+from engine.errors import ConfigError, RunFileError
+from engine.store import check_target, latest_checkpoint
 
 from .. import theme as theme_mod
 from ..form import DEFAULT_CONFIG, ConfigForm, load_plugin_classes
 from ..tasks import RunPoller, TaskRunner
 from ..views import THEMES, Trace
 from .actions import build_actions, build_menus, build_toolbar
+from .colors import STATE_COLORS, dot
 from .engine_run import ACTIVE, FINAL, EngineRun
 from .findings import EventsTable, FindingsList, compute_findings
 from .plot_area import PlotArea
@@ -213,8 +214,10 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         try:
             config = RunConfig.from_dict(entry.data.config)
-        except ConfigError as exc:
-            QtWidgets.QMessageBox.warning(self, "Cannot continue run", f"{entry.path}: {exc}")
+            check_target(entry.path, resume=True)  # refused if another process writes it
+        except (ConfigError, RunFileError) as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot continue run", str(exc) if isinstance(exc, RunFileError)
+                                          else f"{entry.path}: {exc}")
             return False
         self.poller.remove(entry.run_id)  # the engine must reopen the file for writing: no reader holds it
         checkpoint = latest_checkpoint(entry.path)
@@ -461,10 +464,16 @@ class MainWindow(QtWidgets.QMainWindow):
             self.engine_run.set_state("crashed")
 
     def _on_poll_failed(self, run_id: str, message: str) -> None:
-        self.statusBar().showMessage(message, 8000)
-        if run_id != self.live_run_id:
-            self._remove_run(run_id)
-            QtWidgets.QMessageBox.warning(self, "Cannot open run", message)
+        """A run that cannot be read is marked with the message and taken out of the plots (it has
+        nothing to draw); the others keep updating."""
+        self.statusBar().showMessage(message, 10000)
+        entry = self.runs.get(run_id)
+        if entry is not None:
+            entry.data.status = "unreadable"
+            self._label_entry(entry)
+            entry.item.setToolTip(message)
+            entry.item.setIcon(dot(STATE_COLORS["failed"]))
+            entry.item.setCheckState(QtCore.Qt.CheckState.Unchecked)
 
     def _traces_changed(self) -> None:
         """Rebuild the plot grid for the union of the ticked runs' views; hand each widget its traces."""
