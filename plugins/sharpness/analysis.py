@@ -430,23 +430,26 @@ def eos_threshold(optimizer: torch.optim.Optimizer) -> Threshold:
 
     SGD: 2/η; heavy ball: (2+2β)/η (dampening τ scales η by 1−τ); Nesterov: (2+2β)/((1+2β)η);
     Adam/AdamW: (2+2β₁)/((1−β₁)η) for the preconditioned sharpness (Cohen et al. 2022).
-    Other optimizers: NaN.
+    Other optimizers: NaN. At η = 0 no step is unstable: the threshold is infinite, and what it
+    is compared with (preconditioned or not) is still the optimizer's.
     """
     g = optimizer.param_groups[0]
     lr = float(g["lr"])
-    if lr <= 0:
-        return Threshold(float("inf"), False, "none at η = 0 (no step is unstable)")
     if isinstance(optimizer, torch.optim.SGD):
         beta, damp = float(g.get("momentum", 0.0)), float(g.get("dampening", 0.0))
         if beta == 0.0:
-            return Threshold(2 / lr, False, "2/η")
-        if g.get("nesterov", False):
-            return Threshold((2 + 2 * beta) / ((1 + 2 * beta) * lr), False, "(2+2β)/((1+2β)η)")
-        return Threshold((2 + 2 * beta) / ((1 - damp) * lr), False, "(2+2β)/η")
-    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            factor, rule = 2.0, "2/η"
+        elif g.get("nesterov", False):
+            factor, rule = (2 + 2 * beta) / (1 + 2 * beta), "(2+2β)/((1+2β)η)"
+        else:
+            factor, rule = (2 + 2 * beta) / (1 - damp), "(2+2β)/η"
+        preconditioned = False
+    elif isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
         b1 = float(g["betas"][0])
-        return Threshold((2 + 2 * b1) / ((1 - b1) * lr), True, "(2+2β₁)/((1−β₁)η) on P⁻¹H")
-    return Threshold(float("nan"), False, f"unknown for {type(optimizer).__name__}")
+        factor, rule, preconditioned = (2 + 2 * b1) / (1 - b1), "(2+2β₁)/((1−β₁)η) on P⁻¹H", True
+    else:
+        return Threshold(float("nan"), False, f"unknown for {type(optimizer).__name__}")
+    return Threshold(factor / lr if lr > 0 else float("inf"), preconditioned, rule)
 
 
 def coupled_weight_decay(optimizer: torch.optim.Optimizer) -> float:
@@ -458,16 +461,17 @@ def coupled_weight_decay(optimizer: torch.optim.Optimizer) -> float:
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer,
                         params: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """d = P^(-1/2) with P = diag(sqrt(v̂) + ε) from Adam's second-moment state; None before step 1."""
+    """d = P^(-1/2) with P = diag(sqrt(v̂) + ε) from Adam's second-moment state; None before step 1.
+    A parameter Adam never stepped (it had no gradient) has v̂ = 0 there."""
     eps = float(optimizer.param_groups[0]["eps"])
     b2 = float(optimizer.param_groups[0]["betas"][1])
+    states = [optimizer.state.get(p, {}) for p in params]
+    if not any("exp_avg_sq" in st for st in states):
+        return None
     parts = []
-    for p in params:
-        state = optimizer.state.get(p, {})
-        if "exp_avg_sq" not in state:
-            return None
-        bias = 1 - b2 ** float(state["step"])
-        parts.append((state["exp_avg_sq"] / bias).sqrt().add(eps).rsqrt().reshape(-1))
+    for p, st in zip(params, states):
+        v = st["exp_avg_sq"] / (1 - b2 ** float(st["step"])) if "exp_avg_sq" in st else torch.zeros_like(p)
+        parts.append(v.sqrt().add(eps).rsqrt().reshape(-1))
     return torch.cat(parts)
 
 
