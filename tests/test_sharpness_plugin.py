@@ -56,14 +56,14 @@ def full_batch_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cosine_run(tmp_path_factory):
     cfg = config({"name": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
-                 {"every": 10, "trace": False, "batch_every": 10, "slices": "off", "probe_size": 128}, steps=30)
+                 {"every": 10, "batch_every": 10, "slices": "off", "probe_size": 128}, steps=30)
     return train(tmp_path_factory.mktemp("cosine") / "run.h5", cfg)
 
 
 @pytest.fixture(scope="module")
 def adam_run(tmp_path_factory):
     cfg = config({"name": "adam", "lr": 0.01, "betas": [0.8, 0.99]},
-                 {"every": 5, "trace": False, "batch_every": 5, "slices": "off", "probe_size": 128}, steps=15)
+                 {"every": 5, "batch_every": 5, "slices": "off", "probe_size": 128}, steps=15)
     return train(tmp_path_factory.mktemp("adam") / "run.h5", cfg)
 
 
@@ -145,7 +145,7 @@ def test_at_lr_zero_adam_is_still_measured_preconditioned(tmp_path):
     preconditioner as it stood before that step, whose eigenvalues are exactly what was measured."""
     seed, steps, b1, b2, eps = 0, 20, 0.9, 0.999, 1e-8
     cfg = config({"name": "adam", "lr": 0.01, "betas": [b1, b2], "eps": eps, "schedule": "cosine"},
-                 {"every": 10, "trace": False, "batch_every": 0, "slices": "off", "probe_size": 100000,
+                 {"every": 10, "batch_every": 0, "slices": "off", "probe_size": 100000,
                   "tol": 1e-6, "max_iter": 200}, steps=steps, model={"name": "mlp", "hidden": [8]})
     run = train(tmp_path / "run.h5", cfg)
     m_steps, lam = run.series("sharpness/lambda_max")
@@ -195,7 +195,8 @@ def test_plan_without_a_budget_measures_every_cadence_step():
 @pytest.mark.parametrize("total,every,budget,floor,forced", [
     (30_000, 50, 0.2, 20, ()), (30_000, 7, 0.5, 20, (10_000, 20_000, 30_000)), (200_000, 100, 0.05, 5, ()),
     (1500, 50, 0.2, 20, (1000, 1500)), (1500, 50, 0.2, 20, (777,)), (800, 50, 0.2, 20, ()), (40, 5, 0.2, 3, (40,))])
-def test_plan_spends_the_budget_evenly_but_never_measures_fewer_than_asked(total, every, budget, floor, forced):
+def test_plan_spends_the_budget_evenly_but_never_measures_fewer_than_asked(total, every, budget, floor,
+                                                                            forced):
     plan = plan_of(total, every, budget, floor, forced, fixed=1000.0)
     cadence = P.cadence_steps(total, every, 1)
     affordable = int((budget * total * 64 - 1000) // 10_000)
@@ -220,11 +221,12 @@ def test_the_default_example_gets_a_curve_from_its_first_step():
     cfg = RunConfig.from_toml(ROOT / "assets/examples/digits-mlp.toml")
     table = cfg.plugins["sharpness"]
     assert all(table[s.name] == s.default for s in SharpnessPlugin.settings)  # defaults only
-    plugin = SharpnessPlugin({k: table[k] for k in [s.name for s in SharpnessPlugin.settings]}, table["every"], None)
+    settings = {s.name: table[s.name] for s in SharpnessPlugin.settings}
+    plugin = SharpnessPlugin(settings, table["every"], None)
     model = torch.nn.Linear(1, 1)
     run = SimpleNamespace(total_steps=cfg.sections["run"]["steps"], config=cfg,
                           optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    steps = plugin._make_plan(run, 256).steps
+    steps = plugin._make_plan(run, table["probe_size"]).steps
     assert len(steps) >= 20 and steps[0] == 1 and steps[-1] == run.total_steps
     assert max(np.diff(steps)) <= 2 * run.total_steps / 20
 
@@ -239,8 +241,9 @@ def slowed(pause):
 
 
 PLANNED = config({"name": "sgd", "lr": 0.1, "momentum": 0.9, "schedule": "cosine"},
-                 {"every": 5, "budget": 0.2, "min_measurements": 6, "trace_samples": 3, "batch_every": 10,
-                  "slices": "1d", "slice_steps": 5, "snapshot_every": 40, "probe_size": 128}, steps=60)
+                 {"every": 5, "budget": 0.2, "min_measurements": 6, "trace": True, "trace_samples": 3,
+                  "batch_every": 10, "slices": "1d", "slice_steps": 5, "snapshot_every": 40, "probe_size": 128},
+                 steps=60)
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +268,8 @@ def test_measured_steps_are_the_planned_ones_at_any_machine_speed(planned_run, t
         np.testing.assert_array_equal(run.series("sharpness/slice_1d")[0], [40, 60])
         cost_event = next(e["message"] for e in run.events() if e["kind"] == "sharpness_cost")
         assert "6 measurements made of the 6 planned" in cost_event
-    np.testing.assert_array_equal(planned_run.series("sharpness/lambda_max")[1], slow.series("sharpness/lambda_max")[1])
+    np.testing.assert_array_equal(planned_run.series("sharpness/lambda_max")[1],
+                                  slow.series("sharpness/lambda_max")[1])
 
 
 def test_a_resumed_run_measures_the_planned_steps_and_values(planned_run, tmp_path):
@@ -391,7 +395,7 @@ def test_an_infinite_threshold_reads_none_in_the_report_numbers(cosine_run):
     number = next(n for n in section.numbers if n.series == "sharpness/threshold")
     assert np.isinf(number.last) and np.isfinite(number.max)  # the extremes are over finite values
     row = next(r for r in numbers_table(section.numbers).rows if "sharpness/threshold" in r)
-    assert "none (lr = 0) (30)" in row and "inf" not in row
+    assert '<td class="num">none (lr = 0) (30)</td>' in row and ">inf" not in row
 
 
 def test_an_infinite_threshold_reads_none_at_the_gui_cursor(cosine_run):

@@ -36,7 +36,7 @@ class SharpnessPlugin(Plugin):
                    "threshold of the optimizer in use; batch sharpness, Hessian trace, loss slices.")
     default_every = 50
     settings = (
-        Setting("probe_size", 256, "training samples in the probe set (fixed for the run); a "
+        Setting("probe_size", 128, "training samples in the probe set (fixed for the run); a "
                 "measurement's cost grows with it", min=1),
         Setting("probe_batch", 512, "probe samples per forward pass (bounds memory)", min=1),
         Setting("k", 1, "how many top eigenvalues to track", min=1, max=20),
@@ -46,8 +46,8 @@ class SharpnessPlugin(Plugin):
         Setting("max_iter", 20, "most Lanczos steps per measurement (each costs k HVPs); the plan "
                 "counts every measurement at this most", min=2),
         Setting("smallest", False, "also track the most negative eigenvalue"),
-        Setting("trace", True, "estimate the Hessian trace at each measurement (Lanczos subspace "
-                "exactly, the rest by Hutchinson)"),
+        Setting("trace", False, "estimate the Hessian trace at each measurement (Lanczos subspace "
+                "exactly, the rest by Hutchinson; trace_samples more HVPs each)"),
         Setting("trace_samples", 2, "Hutchinson samples (one HVP each) for the trace", min=2),
         Setting("batch_every", 50, "batch sharpness gᵀHg/‖g‖² every N steps (0 turns it off)", min=0),
         Setting("slices", "1d", "loss slices along filter-normalised random directions",
@@ -379,8 +379,8 @@ def trend_findings(steps: np.ndarray, lam: np.ndarray, symbol: str) -> list[Find
         return [Finding("sharpness", "ok", f"The landscape is flattening: {symbol} fell {-change:g}{span}.",
                         int(s[-1]), -change, "%")]
     verb = "rose" if change >= 0 else "fell"
-    return [Finding("sharpness", "ok", f"The sharpness {symbol} has levelled off: it {verb} {abs(change):g}{span}.",
-                    int(s[-1]), abs(change), "%")]
+    return [Finding("sharpness", "ok", f"The sharpness {symbol} has levelled off: it {verb} "
+                    f"{abs(change):g}{span}.", int(s[-1]), abs(change), "%")]
 
 
 def convergence_findings(steps: np.ndarray, converged: np.ndarray) -> list[Finding]:
