@@ -713,10 +713,11 @@ def cursor_values(view: dict, traces: list[Trace], opts: PlotOptions, step: int 
             s, v = value_at(tr.data.steps(name), tr.data.column(name, col), step)
             if s is None:
                 continue
-            text = f"{prefix}{legend} {infinite[name] if name in infinite and math.isinf(v) else fmt_value(v)}"
+            shown = lambda x: infinite[name] if name in infinite and math.isinf(x) else fmt_value(x)  # noqa: E731
+            text = f"{prefix}{legend} {shown(v)}"
             if opts.smoothing and opts.smoothing > 0:
                 _, sv = value_at(tr.data.steps(name), tr.data.smoothed(name, col, opts.smoothing), step)
-                text += f" (smoothed {fmt_value(sv)})"
+                text += f" (smoothed {shown(sv)})"
             parts.append(text)
     return f"step {step}: " + ", ".join(parts) if parts else ""
 
