@@ -121,14 +121,20 @@ def load_python_object(base_dir: Path, spec: str, key: str):
 
 
 def _materialise(dataset, which: str) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for i in range(len(dataset)):
-        x, y = dataset[i]
-        xs.append(np.asarray(x, dtype=np.float32))
-        ys.append(int(y))
-    if not xs:
+    if len(dataset) == 0:
         raise DataError(f"data.source: the factory's {which} dataset is empty")
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+    x, y = stack_samples(dataset, range(len(dataset)))
+    return x.numpy(), y.numpy()
+
+
+def stack_samples(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples ``dataset[i]`` (each ``(x, y, ...)``) as one float32 input tensor and int64 labels."""
+    xs, ys = [], []
+    for i in indices:
+        x, y = dataset[int(i)][:2]
+        xs.append(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+        ys.append(int(y))
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 
 def _check(x: np.ndarray, y: np.ndarray, where: str, n_classes: int | None) -> None:

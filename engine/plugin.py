@@ -193,7 +193,7 @@ class RunContext:
     n_classes: int
     input_shape: tuple
     class_names: list[str]
-    total_steps: int
+    total_steps: int | None  # None: a user's own loop that did not say how long it trains
     per_sample_loss: Callable  # (outputs, targets) -> (B,) losses
     probe: Callable[[int], Probe]  # probe(n): the first n of a fixed random permutation of train
     train_size: int
@@ -208,9 +208,24 @@ class RunContext:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
+class Unavailable(LookupError):
+    """A hook asked for something its training loop does not give (a user's own loop may pass only
+    the loss): the host says so once and skips that hook, instead of disabling the plugin for good
+    (a set-up that cannot run does disable it)."""
+
+    def __init__(self, name: str, what: str, hint: str):
+        self.name, self.what, self.hint = name, what, hint
+        super().__init__(f"{what} ({name}) not given by this training loop")
+
+
+STEP_INPUTS = {"inputs": "the batch's inputs", "targets": "the batch's targets", "ids": "the batch's sample ids",
+               "outputs": "the batch's outputs", "per_sample_loss": "the batch's per-sample losses"}
+
+
 @dataclass
 class StepContext:
-    """One optimizer step, after backward and before the update."""
+    """One optimizer step, after backward and before the update. The batch fields are None where the
+    loop did not give them; reading one then raises ``Unavailable`` (``has(name)`` asks first)."""
 
     run: RunContext
     step: int
@@ -224,6 +239,15 @@ class StepContext:
     grads: tuple["torch.Tensor", ...]  # one per run.params; with graph where wanted
     log: Callable[[str, Any], None]
     event: Callable[[str, str], None]
+
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if value is None and name in STEP_INPUTS:
+            raise Unavailable(name, STEP_INPUTS[name], f"pass dx.step(loss, {name}=...)")
+        return value
+
+    def has(self, name: str) -> bool:
+        return object.__getattribute__(self, name) is not None
 
     @property
     def model(self):
@@ -333,6 +357,7 @@ class PluginHost:
         self.plugins = plugins
         self.writer = writer
         self.declared: dict[str, Series] = {}
+        self._skipped: set[tuple[str, str]] = set()
 
     def declare(self, run: RunContext) -> None:
         for p in list(self.plugins):
@@ -350,7 +375,7 @@ class PluginHost:
 
     def setup(self, run: RunContext) -> None:
         for p in list(self.plugins):
-            self._guard(p, 0, lambda: p.setup(run))
+            self._guard(p, 0, lambda: p.setup(run), setup=True)
 
     def state_dicts(self) -> dict[str, dict[str, Any]]:
         return {p.name: p.state_dict() for p in self.plugins}
@@ -375,6 +400,15 @@ class PluginHost:
             if p.wants_step(step):
                 self._guard(p, step, lambda: p.on_step(make_ctx(p)))
 
+    def _skip(self, p: Plugin, step: int, missing: Unavailable, setup: bool) -> None:
+        """Said once per plugin and missing input."""
+        if (p.name, missing.name) in self._skipped:
+            return
+        self._skipped.add((p.name, missing.name))
+        what = "is off" if setup else f"skips what needs it from step {step} on"
+        self.writer.event(step, "plugin_skipped", f"plugin {p.name} {what}: it needs {missing.what}, which "
+                          f"this training loop does not give ({missing.hint})")
+
     def evaluate(self, step: int, make_ctx: Callable[[Plugin], EvalContext]) -> None:
         for p in list(self.plugins):
             if p.on == "eval":
@@ -396,10 +430,15 @@ class PluginHost:
             self.writer.append(full, step, value)
         return log
 
-    def _guard(self, p: Plugin, step: int, fn: Callable[[], None]) -> bool:
+    def _guard(self, p: Plugin, step: int, fn: Callable[[], None], setup: bool = False) -> bool:
         try:
             fn()
             return True
+        except Unavailable as missing:
+            self._skip(p, step, missing, setup)
+            if setup:
+                self.plugins.remove(p)
+            return False
         except Exception as exc:  # a plugin must never stop training
             traceback.print_exc(file=sys.stderr)
             self.plugins.remove(p)

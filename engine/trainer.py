@@ -5,11 +5,8 @@ or evaluation and handed to every plugin, so diagnostics never repeat a forward 
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import platform
 import threading
 import time
 from pathlib import Path
@@ -19,18 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
 from .config import RunConfig
 from .data import BatchOrder, DataBundle, load_data
-from .distributed import NullWriter, World
+from .distributed import World
 from .errors import ConfigError
-from .models import EmbeddingTap, build_model
-from .plugin import EvalContext, Plugin, PluginHost, Probe, RunContext, StepContext, View, instantiate
-from .store import RunWriter, checkpoint_dir, latest_checkpoint
+from .models import build_model
+from .plugin import Plugin, Probe, RunContext, instantiate
+from .session import RunSession, all_finite, environment, static_arrays, step_metrics
+from .store import checkpoint_dir, latest_checkpoint
 
-EVAL_CHUNK = 1024
 PROGRESS_SECONDS = 0.25
-PREVIEW_SAMPLES = 256
 
 
 class Control:
@@ -119,23 +114,6 @@ def make_optimizer(params, opt: dict) -> torch.optim.Optimizer:
                weight_decay=opt["weight_decay"])
 
 
-CORE_SERIES = (("train/loss", "", "mean training loss of the step's batch"),
-               ("train/accuracy", "", "accuracy on the step's batch"),
-               ("lr", "", "learning rate used at the step"),
-               ("grad_norm", "", "L2 norm of the full gradient at the step"),
-               ("wall_time", "s", "seconds since the run started (excluding pauses before resume)"),
-               ("val/loss", "", "mean loss on the validation split"),
-               ("val/accuracy", "", "accuracy on the validation split"))
-
-CORE_VIEWS = (
-    View("line", "Loss", ("train/loss", "val/loss"), "Training loss per batch and validation loss at each evaluation."),
-    View("line", "Accuracy", ("train/accuracy", "val/accuracy"), "Share of correctly classified samples."),
-    View("line", "Learning rate", ("lr",), "The learning rate the optimizer used at each step."),
-    View("line", "Gradient norm", ("grad_norm",),
-         "Size of the full gradient: spikes warn of instability before the loss shows it.", {"log_y": True}),
-)
-
-
 class Trainer:
     """Trains one RunConfig into one run file."""
 
@@ -191,53 +169,22 @@ class Trainer:
             self._probes[n] = Probe(self.train.x[idx], self.train.y[idx], self.train.ids[idx.cpu().numpy()])
         return self._probes[n]
 
-    def _open_writer(self, resume_step: int | None) -> RunWriter:
-        if not self.world.main:
-            self.host = PluginHost(self.plugins, NullWriter())
-            return NullWriter()
-        w = RunWriter(self.out, self.cfg.to_json(), resume_step=resume_step)
-        w.set_attr("environment", json.dumps(self._environment()))
-        for name, unit, description in CORE_SERIES:
-            w.declare_series(name, (), "float64", unit, description)
-        w.write_plugin_info("core", "Training", "core training curves", (), [v.to_dict() for v in CORE_VIEWS])
-        if resume_step is None:
-            self._write_static(w)
-        self.host = PluginHost(self.plugins, w)
-        self.host.declare(self.ctx)
-        w.start_swmr()
-        return w
-
-    def _environment(self) -> dict:
-        return {"traindx": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                "platform": platform.platform(), "device": str(self.device), "threads": self.threads,
-                "data_source": self.data.source, "train_size": len(self.train), "val_size": len(self.val),
-                "n_classes": self.data.n_classes, "input_shape": list(self.data.input_shape),
-                "parameters": sum(p.numel() for p in self.params), "total_steps": self.total}
-
-    def _write_static(self, w: RunWriter) -> None:
+    def _open_session(self, resume_step: int | None) -> RunSession:
         d = self.data
-        w.write_array("class_names", np.asarray(d.class_names))
-        for split_name, split in (("train", d.train), ("val", d.val)):
-            w.write_array(f"{split_name}/ids", split.ids)
-            w.write_array(f"{split_name}/labels", split.y.numpy())
-            for key, column in split.metadata.items():
-                w.write_array(f"{split_name}/meta/{key}", column)
-        w.write_array("val/x_preview", d.val.x[:PREVIEW_SAMPLES].numpy().astype(np.float16))
+        static = static_arrays(d.class_names, {"train": d.train, "val": d.val}, d.val.x)
+        env = environment(self.device, self.threads, d.source, len(self.train), len(self.val), d.n_classes,
+                          d.input_shape, sum(p.numel() for p in self.params), self.total)
+        return RunSession(self.cfg, self.out, self.ctx, self.plugins, self.val, env, static, resume_step,
+                          main=self.world.main)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> str:
         self._build()
-        start = 0
-        if self.resume:
-            start = self._load_checkpoint()
-        self.writer = self._open_writer(start if self.resume else None)
-        w = self.writer
-        w.event(start, "resumed" if self.resume else "started",
-                f"resumed at step {start}" if self.resume else f"training for {self.total} steps")
+        start = self._load_checkpoint() if self.resume else 0
+        self.session = w = self._open_session(start if self.resume else None)
+        w.begin(start, self.resume, f"resumed at step {start}" if self.resume else f"training for {self.total} steps",
+                self._plugin_states if self.resume else None)
         self._status("state", state="running")
-        self.host.setup(self.ctx)
-        if self.resume:
-            self.host.load_state_dicts(self._plugin_states, start)
         try:
             status = self._loop(start)
         except Exception as exc:
@@ -251,7 +198,7 @@ class Trainer:
         return status
 
     def _loop(self, start: int) -> str:
-        w, control, run = self.writer, self.control, self.cfg.sections["run"]
+        w, control, run = self.session, self.control, self.cfg.sections["run"]
         eval_every, ckpt_every = run["eval_every"], run["checkpoint_every"]
         self.t0 = time.monotonic()
         last_progress, last_step_t, done_in_window = 0.0, self.t0, 0
@@ -264,14 +211,14 @@ class Trainer:
             if self.world.any(control.stop_requested, self.device):  # all ranks stop at the same step
                 w.event(step - 1, "stopped", f"stopped by request after step {step - 1}")
                 self._final_eval_and_checkpoint(step - 1, eval_every)
-                self.host.end(self.ctx, step - 1)
+                w.end(step - 1)
                 return "stopped"
             self._checkpoint_if_requested(step - 1)
             loss_value = self._train_step(step)
             if loss_value is None:
                 return "diverged"
             if step % eval_every == 0 or step == self.total:
-                self._evaluate(step)
+                w.evaluate(step)
             if ckpt_every and step % ckpt_every == 0 and step < self.total:  # the last step's comes below
                 self._save_checkpoint(step)
             w.maybe_flush()
@@ -281,7 +228,7 @@ class Trainer:
                 self._progress(step, loss_value, done_in_window / max(now - last_step_t, 1e-9))
                 last_progress, last_step_t, done_in_window = now, now, 0
         self._progress(step, loss_value, (step - start) / max(time.monotonic() - self.t0, 1e-9))
-        self.host.end(self.ctx, step)
+        w.end(step)
         self._save_checkpoint(step)
         w.event(step, "finished", f"finished {step} steps")
         return "finished"
@@ -293,18 +240,17 @@ class Trainer:
         lr = lr_at(step, self.cfg.sections["optimizer"], self.total)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        plugin_step = self.host.wants_step(step)
+        w = self.session
+        plugin_step = w.wants_step(step)
         out = self.net(x)  # in training mode: set before the loop, restored after evaluations and plugins
-        if plugin_step:  # per-sample losses only where a plugin reads them: the fused mean is cheaper
-            losses = self.loss_fn(out, y)
-            loss = losses.mean()
-        else:
-            loss = self.mean_loss_fn(out, y)
+        # The fused mean is what is trained on, whether plugins run or not, so the trajectory of a run
+        # does not depend on its analyses; per-sample losses only where a plugin reads them.
+        loss = self.mean_loss_fn(out, y)
         # DDP averages the ranks' gradients: weighting each rank's mean by its share of the batch makes
         # that the batch mean where the shares differ (an epoch's short last batch); 1 in one process
         weight = len(idx) * self.world.size / len(batch)
         objective = loss if weight == 1 else loss * weight
-        if self.host.wants_graph(step) and not self.world.active:  # DDP has no double backward
+        if w.wants_graph(step) and not self.world.active:  # DDP has no double backward
             grads = torch.autograd.grad(objective, self.params, create_graph=True)
             for p, g in zip(self.params, grads):
                 p.grad = g.detach()
@@ -314,79 +260,41 @@ class Trainer:
             grads = None
         metrics = self._batch_metrics(step, objective, out, y, weight)
         loss_v = metrics[0]
-        if not math.isfinite(sum(metrics)):  # NaN or inf in any of them
+        if not all_finite(*metrics):
             return self._diverged(step, metrics)
         if plugin_step:
             if grads is None:  # plain backward: the gradients are in .grad
                 grads = tuple(p.grad for p in self.params)
-            ids = self.train.ids[idx.numpy()]
-            self.host.step(step, lambda p: StepContext(self.ctx, step, lr, x, y, ids, out, losses.detach(),
-                                                       loss, grads, self.host.logger(p, step),
-                                                       lambda k, m: self.writer.event(step, k, m)))
+            with torch.no_grad():
+                losses = self.loss_fn(out.detach(), y)
+            w.plugin_step(step, lr, x, y, self.train.ids[idx.numpy()], out, losses, loss, grads)
             self.model.train()
         self.optimizer.step()
-        w = self.writer
-        w.append("train/loss", step, loss_v)
-        w.append("lr", step, lr)
-        w.append("wall_time", step, time.monotonic() - self.t0)
-        if len(metrics) == 3:
-            w.append("train/accuracy", step, metrics[1])
-            w.append("grad_norm", step, metrics[2])
+        w.log_step(step, loss_v, lr, time.monotonic() - self.t0, *metrics[1:])
         return loss_v
 
     def _batch_metrics(self, step: int, loss, out, y, weight: float) -> tuple[float, ...]:
-        """(loss,) every step; (loss, accuracy, gradient norm) every ``log_every`` steps, fetched in one
-        host transfer (and averaged over ranks in one collective). Each extra tensor op costs a few µs,
-        which on small models is several percent."""
+        """(loss,) every step; (loss, accuracy, gradient norm) every ``log_every`` steps."""
         if step % self.log_every:
             return (self.world.mean(loss.detach()).item(),)
-        norms = torch._foreach_norm([p.grad for p in self.params if p.grad is not None])
-        accuracy = (out.detach().argmax(1) == y).sum().to(loss.dtype) * (weight / len(y))
-        loss_v, accuracy_v, *norm_v = self.world.mean(torch.stack([loss.detach(), accuracy, *norms])).tolist()
-        return loss_v, accuracy_v, math.sqrt(sum(n * n for n in norm_v))
+        return step_metrics(loss, self.params, out, y, weight, self.world.mean)
 
     def _diverged(self, step: int, metrics: tuple[float, ...]) -> None:
-        what, value = ("loss", metrics[0]) if not math.isfinite(metrics[0]) else ("gradient norm", metrics[-1])
-        self.writer.event(step, "diverged", f"{what} became {value} at step {step}; training stopped, "
-                          "everything before it kept")
+        what = self.session.diverged(step, metrics[0], metrics[-1] if len(metrics) > 1 else None)
         self._status("error", message=f"diverged at step {step} ({what} not finite)")
         return None
 
-    @torch.no_grad()
-    def _evaluate(self, step: int) -> None:
-        if len(self.val) == 0 or not self.world.main:
-            return
-        self.model.eval()
-        want_plugins = self.host.wants_eval
-        logits = []
-        tap = EmbeddingTap(self.model) if want_plugins else None
-        with tap or contextlib.nullcontext():
-            for i in range(0, len(self.val), EVAL_CHUNK):
-                logits.append(self.model(self.val.x[i:i + EVAL_CHUNK]))
-        logits = torch.cat(logits)
-        losses = self.loss_fn(logits, self.val.y)
-        val_loss, val_acc = torch.stack([losses.mean(), (logits.argmax(1) == self.val.y).float().mean()]).tolist()
-        self.writer.append("val/loss", step, val_loss)
-        self.writer.append("val/accuracy", step, val_acc)
-        if want_plugins:
-            cpu = dict(logits=logits.float().cpu(), labels=self.val.y.cpu(), losses=losses.float().cpu(),
-                       emb=torch.cat(tap.captured).float().cpu())
-            self.host.evaluate(step, lambda p: EvalContext(
-                self.ctx, step, cpu["logits"], cpu["labels"], cpu["losses"], cpu["emb"], self.val.ids,
-                self.val.metadata, self.host.logger(p, step), lambda k, m: self.writer.event(step, k, m)))
-        self.model.train()
-
     def _pause(self, step: int) -> None:
-        self.writer.event(step, "paused", f"paused after step {step}")
-        self.writer.flush()
+        self.session.event(step, "paused", f"paused after step {step}")
+        self.session.flush()
         self._status("state", state="paused")
         paused_at = time.monotonic()
         while self.control.paused:
             self.control.wait_while_paused(0.2)
             self._checkpoint_if_requested(step)
-            self.writer.flush()  # keep the heartbeat fresh so readers know the engine lives
+            self.session.flush()  # keep the heartbeat fresh so readers know the engine lives
         self.t0 += time.monotonic() - paused_at
-        self.writer.event(step, "resumed", f"resumed after step {step}")
+        self.session.event(step, "resumed", f"resumed after step {step}")
         self._status("state", state="running")
 
     def _checkpoint_if_requested(self, step: int) -> None:
@@ -396,7 +304,7 @@ class Trainer:
 
     def _final_eval_and_checkpoint(self, step: int, eval_every: int) -> None:
         if step > 0 and step % eval_every != 0:
-            self._evaluate(step)
+            self.session.evaluate(step)
         if step > 0:
             self._save_checkpoint(step)
 
@@ -404,19 +312,19 @@ class Trainer:
     def _save_checkpoint(self, step: int) -> None:
         if not self.world.main:
             return
-        self.writer.flush()  # rows up to the checkpoint are on disk first: a resume leaves no gap
+        self.session.flush()  # rows up to the checkpoint are on disk first: a resume leaves no gap
         d = checkpoint_dir(self.out)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"step_{step:08d}.pt"
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "torch_rng": torch.get_rng_state(), "config": self.cfg.to_json(),
-                 "plugins": self.host.state_dicts()}
+                 "plugins": self.session.plugin_states()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)  # a checkpoint file is either whole or absent
-        self.writer.event(step, "checkpoint", str(path))
+        self.session.event(step, "checkpoint", str(path))
         keep = self.cfg.sections["run"]["keep_checkpoints"]
         for old in sorted(d.glob("step_*.pt"))[:-keep] if keep else ():
             old.unlink()

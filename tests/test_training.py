@@ -138,3 +138,16 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     from engine.errors import ConfigError
     with pytest.raises(ConfigError, match="--resume"):
         run_training(tiny_config(), tmp_path / "none.h5", resume=True)
+
+
+def test_analyses_never_change_the_trajectory(tmp_path):
+    """Plugins run forward passes (dropout draws random numbers in training mode) and read per-sample
+    losses; neither may move the run they watch: the loss series is the same bit for bit."""
+    base = tiny_config(model={"name": "mlp", "hidden": [16], "dropout": 0.3})
+    watched = tiny_config(model={"name": "mlp", "hidden": [16], "dropout": 0.3},
+                          plugins={"sharpness": {"every": 7, "batch_every": 0, "probe_size": 64, "budget": 0.0},
+                                   "calibration": {}})
+    run_training(base, tmp_path / "bare.h5")
+    run_training(watched, tmp_path / "watched.h5")
+    assert len(open_run(tmp_path / "watched.h5").series("sharpness/lambda_max")[0]) >= 5
+    assert np.array_equal(_losses(tmp_path / "bare.h5")[1], _losses(tmp_path / "watched.h5")[1])
