@@ -15,7 +15,7 @@ from engine.config import RunConfig
 from engine.data import BatchOrder, load_data
 from engine.errors import ConfigError
 from engine.models import build_model
-from engine.plugin import validate_plugin_table
+from engine.plugin import Probe, instantiate, validate_plugin_table
 from engine.store import checkpoint_dir
 from engine.trainer import Control, Trainer
 from plugins.sharpness import plan as P
@@ -212,6 +212,15 @@ def test_plan_spends_the_budget_evenly_but_never_measures_fewer_than_asked(total
     assert f"{n} measurements planned" in words and ("min_measurements" in words) == (n > affordable)
 
 
+def test_a_loop_that_gives_no_length_or_batch_size_is_measured_at_every_cadence_step():
+    open_ended = plan_of(None, every=50, first=2)  # traindx.watch without steps=
+    assert [s for s in range(1, 301) if open_ended.measures(s)] == [2, 50, 100, 150, 200, 250, 300]
+    assert "did not say how many steps" in open_ended.describe() and "no budget applies" in open_ended.describe()
+    unknown_batch = plan_of(300, every=50, batch=None)
+    assert unknown_batch.steps == (1, 50, 100, 150, 200, 250, 300)
+    assert "did not give its batch size" in unknown_batch.describe()
+
+
 def test_plan_starts_where_the_optimizer_can_be_measured():
     assert plan_of(300, budget=0.0, first=2).steps == (2, 50, 100, 150, 200, 250, 300)
     assert plan_of(1, first=2).steps == ()
@@ -221,14 +230,15 @@ def test_the_default_example_gets_a_curve_from_its_first_step():
     cfg = RunConfig.from_toml(ROOT / "assets/examples/digits-mlp.toml")
     table = cfg.plugins["sharpness"]
     assert all(table[s.name] == s.default for s in SharpnessPlugin.settings)  # defaults only
-    settings = {s.name: table[s.name] for s in SharpnessPlugin.settings}
-    plugin = SharpnessPlugin(settings, table["every"], None)
-    model = torch.nn.Linear(1, 1)
-    run = SimpleNamespace(total_steps=cfg.sections["run"]["steps"], config=cfg,
-                          optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    steps = plugin._make_plan(run, table["probe_size"]).steps
-    assert len(steps) >= 20 and steps[0] == 1 and steps[-1] == run.total_steps
-    assert max(np.diff(steps)) <= 2 * run.total_steps / 20
+    plugin = instantiate("sharpness", table)
+    total = cfg.sections["run"]["steps"]
+    run = SimpleNamespace(total_steps=total, config=cfg, train_size=1437,
+                          optimizer=torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1),
+                          probe=lambda n: Probe(torch.zeros(n, 64), torch.zeros(n), np.arange(n)))
+    plugin.setup(run)
+    steps = plugin.plan.steps
+    assert len(steps) >= 20 and steps[0] == 1 and steps[-1] == total
+    assert max(np.diff(steps)) <= 2 * total / 20
 
 
 def slowed(pause):
@@ -267,7 +277,7 @@ def test_measured_steps_are_the_planned_ones_at_any_machine_speed(planned_run, t
         assert tuple(steps) == expected == tuple(listed) and int(count) == len(steps)
         np.testing.assert_array_equal(run.series("sharpness/slice_1d")[0], [40, 60])
         cost_event = next(e["message"] for e in run.events() if e["kind"] == "sharpness_cost")
-        assert "6 measurements made of the 6 planned" in cost_event
+        assert "6 of the 6 planned measurements made" in cost_event
     np.testing.assert_array_equal(planned_run.series("sharpness/lambda_max")[1],
                                   slow.series("sharpness/lambda_max")[1])
 
@@ -291,7 +301,7 @@ def test_a_resumed_run_measures_the_planned_steps_and_values(planned_run, tmp_pa
     kinds = [e["kind"] for e in resumed.events()]
     assert kinds.count("sharpness_plan") == 1 and kinds.count("sharpness_cost") == 2  # at the stop and the end
     last = [e["message"] for e in resumed.events() if e["kind"] == "sharpness_cost"][-1]
-    assert "6 measurements made of the 6 planned" in last
+    assert "6 of the 6 planned measurements made" in last
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,9 +72,8 @@ class SharpnessPlugin(Plugin):
         self.batches: list = []
         self.probe_size = 0
         self.plan: P.Plan | None = None  # made in setup, from the config
-        self.measured_steps: frozenset[int] = frozenset()
-        self.snapshot_steps: frozenset[int] = frozenset()
-        self.total_steps = 0
+        self.total_steps: int | None = None  # None: a user's own loop that did not say
+        self.batch_size: int | None = None
         self.announced = False
         self.spent = {"measurements": 0, "hvps": 0, "sample_passes": 0.0}
         self.no_graph_noted = False
@@ -84,29 +83,31 @@ class SharpnessPlugin(Plugin):
         n = self.settings["batch_every"]
         return n > 0 and step % n == 0
 
+    def _snapshot_due(self, step: int) -> bool:
+        """Slices and density every ``snapshot_every`` steps and at the last step."""
+        s = self.settings
+        wanted = s["slices"] != "off" or s["density"]
+        return wanted and (step % s["snapshot_every"] == 0 or step == self.total_steps)
+
+    def _measures(self, step: int) -> bool:
+        return self.plan.measures(step) or self._snapshot_due(step)  # snapshots are in a known plan
+
     def wants_step(self, step: int) -> bool:
-        return step in self.measured_steps or self._batch_due(step)
+        return self._measures(step) or self._batch_due(step)
 
     def wants_graph(self, step: int) -> bool:
         return self._batch_due(step)
 
-    def _snapshot_steps(self, total: int) -> set[int]:
-        """Slices and density every ``snapshot_every`` steps and at the last step."""
-        s = self.settings
-        if s["slices"] == "off" and not s["density"]:
-            return set()
-        return {*range(s["snapshot_every"], total + 1, s["snapshot_every"]), total}
-
     def _make_plan(self, run: RunContext, probe: int) -> P.Plan:
         """The measured steps, from the config: the cadence, the costs it implies and the budget."""
-        s, total = self.settings, run.total_steps
-        batch = run.config.sections["data"]["batch_size"]
+        s, total, batch = self.settings, self.total_steps, self.batch_size
         hvps = s["k"] * s["max_iter"] + (s["trace_samples"] if s["trace"] else 0)
-        snapshots = self._snapshot_steps(total)
+        every_snapshot = range(s["snapshot_every"], (total or 0) + 1, s["snapshot_every"])
+        snapshots = {t for t in (*every_snapshot, total) if total and self._snapshot_due(t)}
         points = sum(s["slice_steps"] ** (2 if kind == "2d" else 1) for kind in self._slice_kinds())
         snapshot = P.snapshot_cost(probe, points, SLQ_VECTORS * SLQ_STEPS if s["density"] else 0)
-        batches = total // s["batch_every"] if s["batch_every"] else 0
-        fixed = batches * P.HVP * batch + len(snapshots) * snapshot
+        batches = (total or 0) // s["batch_every"] if s["batch_every"] else 0
+        fixed = batches * P.HVP * (batch or 0) + len(snapshots) * snapshot
         first = 2 if isinstance(run.optimizer, (torch.optim.Adam, torch.optim.AdamW)) else 1  # Adam: moments
         return P.make_plan(total, self.every or self.default_every, first, batch, s["budget"],
                            s["min_measurements"], P.measurement_cost(probe, hvps), fixed, snapshots)
@@ -188,9 +189,8 @@ class SharpnessPlugin(Plugin):
         self.batches = probe.batches(self.settings["probe_batch"])
         self.probe_size = len(probe.ids)
         self.total_steps = run.total_steps
+        self.batch_size = run.config.sections["data"].get("batch_size")  # not known in a user's own loop
         self.plan = self._make_plan(run, self.probe_size)
-        self.measured_steps = frozenset(self.plan.steps)
-        self.snapshot_steps = frozenset(self._snapshot_steps(run.total_steps) & self.measured_steps)
 
     def on_step(self, ctx: StepContext) -> None:
         if not self.announced:
@@ -204,15 +204,20 @@ class SharpnessPlugin(Plugin):
         shift = A.coupled_weight_decay(ctx.optimizer)
         if self._batch_due(ctx.step):
             self._batch_sharpness(ctx, scale, shift)
-        if ctx.step in self.measured_steps:
-            self._measure(ctx, shift, scale, ctx.step in self.snapshot_steps)
+        if self._measures(ctx.step):
+            self._measure(ctx, shift, scale, self._snapshot_due(ctx.step))
 
     def on_end(self, ctx: EndContext) -> None:
-        spent, training = self.spent, ctx.step * self.plan.training / max(self.total_steps, 1)
-        ctx.event("sharpness_cost", f"Sharpness: {spent['measurements']} measurements made of the "
-                  f"{len(self.plan.steps)} planned, {spent['hvps']} Hessian-vector products in all; "
-                  f"{spent['sample_passes']:,.0f} sample-passes, {spent['sample_passes'] / training:.2g}× "
-                  f"the training's {training:,.0f} (planned: at most {self.plan.most:,.0f}).")
+        """What the plan cost, against what it said it would cost at most."""
+        made, hvps, passes = self.spent["measurements"], self.spent["hvps"], self.spent["sample_passes"]
+        planned = "" if self.plan.steps is None else f" of the {len(self.plan.steps)} planned"
+        text = (f"Sharpness: {made}{planned} measurements made, {hvps} Hessian-vector products in all, "
+                f"{passes:,.0f} sample-passes")
+        if self.batch_size:
+            training = ctx.step * self.batch_size
+            text += f", {passes / training:.2g}× the training's {training:,.0f}"
+        most = "" if self.plan.steps is None else f" (the plan's most: {self.plan.most:,.0f})"
+        ctx.event("sharpness_cost", text + most + ".")
 
     def _batch_sharpness(self, ctx: StepContext, scale, shift: float) -> None:
         if any(g is not None and g.requires_grad for g in ctx.grads):
@@ -221,8 +226,9 @@ class SharpnessPlugin(Plugin):
             self.spent["sample_passes"] += P.HVP * len(ctx.targets)
         elif not self.no_graph_noted:
             self.no_graph_noted = True
-            ctx.event("sharpness_no_graph", "sharpness: no batch sharpness, the step's gradients carry "
-                      "no graph (multi-process DDP training has no double backward)")
+            ctx.event("sharpness_no_graph", "Sharpness: no batch sharpness, the step's gradients carry "
+                      "no graph (multi-process DDP has no double backward; a loop of one's own would "
+                      "need backward(create_graph=True) on those steps)")
 
     def _measure(self, ctx: StepContext, shift: float, scale, snapshot: bool) -> None:
         op = A.HessianOperator(ctx.model, ctx.run.mean_loss, self.batches, shift)
