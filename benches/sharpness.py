@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -190,10 +191,36 @@ def run_config(model, steps, plugin):
     return cfg
 
 
+@contextlib.contextmanager
+def plugin_clock():
+    """CPU seconds spent inside the sharpness plugin's hooks. Its share of the same run is steadier
+    on a busy machine than the ratio of two runs, which drifts with the machine between them."""
+    from plugins.sharpness.plugin import SharpnessPlugin
+    spent = [0.0]
+    hooks = {name: getattr(SharpnessPlugin, name) for name in ("setup", "on_step", "on_end")}
+
+    def timed(hook):
+        def call(*args, **kwargs):
+            t = time.process_time()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                spent[0] += time.process_time() - t
+        return call
+    for name, hook in hooks.items():
+        setattr(SharpnessPlugin, name, timed(hook))
+    try:
+        yield spent
+    finally:
+        for name, hook in hooks.items():
+            setattr(SharpnessPlugin, name, hook)
+
+
 def bench_training(models, steps, repeats):
     """Each variant runs ``repeats`` times, the variants interleaved so drifts in machine speed hit
-    them alike; the best CPU time of each is compared with the bare run's, and the spread (worst
-    over best) says how noisy the machine was."""
+    them alike. "ratio" is each repeat's CPU time over the bare run of the same repeat (median, then
+    the lowest and highest: their range says how noisy the machine was); "share" is the plugin's
+    CPU time over the rest of the same run, which no drift between runs can move."""
     from engine import open_run, run_training
     variants = {
         "no plugin": None,
@@ -202,28 +229,27 @@ def bench_training(models, steps, repeats):
         "batch sharpness every step": {"batch_every": 1},
     }
     for model in models:
-        print(f"\n3. {model.upper()} on digits, {steps} steps, batch 64, 1 thread (best of {repeats} CPU "
-              "times; spread = worst / best)")
-        cpu = {name: [] for name in variants}
+        print(f"\n3. {model.upper()} on digits, {steps} steps, batch 64, 1 thread ({repeats} repeats, CPU time)")
+        cpu, share = ({name: [] for name in variants} for _ in range(2))
         with tempfile.TemporaryDirectory() as tmp:
             run_training(run_config(model, 20, {}), Path(tmp) / "warm-up.h5")  # first-call costs off the clock
             for _ in range(repeats):
                 for i, (name, plugin) in enumerate(variants.items()):
-                    c0 = time.process_time()
-                    run_training(run_config(model, steps, plugin), Path(tmp) / f"{i}.h5")
-                    cpu[name].append(time.process_time() - c0)
-            bare = min(cpu["no plugin"])
-            for i, (name, plugin) in enumerate(variants.items()):
-                extra = ""
-                if plugin is not None:
-                    with open_run(Path(tmp) / f"{i}.h5") as run:
-                        m_steps, n_hvp = run.series("sharpness/n_hvp")
-                    more = f", … ({len(m_steps)} in all)" if len(m_steps) > 6 else ""
-                    extra = (f"  measured at steps {', '.join(map(str, m_steps[:6]))}{more}; "
-                             f"HVPs {np.sum(n_hvp):.0f} in all")
-                best = min(cpu[name])
-                print(f"{name:28s} cpu {best:6.2f} s {best / bare:5.2f}×  spread {max(cpu[name]) / best:4.2f}"
-                      f"{extra}")
+                    with plugin_clock() as spent:
+                        c0 = time.process_time()
+                        run_training(run_config(model, steps, plugin), Path(tmp) / f"{i}.h5")
+                        total = time.process_time() - c0
+                    cpu[name].append(total)
+                    share[name].append(spent[0] / (total - spent[0]))
+            print(f"{'no plugin':28s} cpu {np.median(cpu['no plugin']):6.2f} s (median)")
+            for i, (name, plugin) in enumerate(list(variants.items())[1:], start=1):
+                with open_run(Path(tmp) / f"{i}.h5") as run:
+                    m_steps, n_hvp = run.series("sharpness/n_hvp")
+                ratio = np.array(cpu[name]) / np.array(cpu["no plugin"])
+                more = f", … ({len(m_steps)} in all)" if len(m_steps) > 6 else ""
+                print(f"{name:28s} ratio {np.median(ratio):5.2f}× ({ratio.min():.2f}–{ratio.max():.2f})  share "
+                      f"{np.median(share[name]):.3f} ({min(share[name]):.3f}–{max(share[name]):.3f})  measured at "
+                      f"steps {', '.join(map(str, m_steps[:6]))}{more}; HVPs {np.sum(n_hvp):.0f} in all")
 
 
 def main():
