@@ -223,7 +223,7 @@ class SharpnessPlugin(Plugin):
         if any(g is not None and g.requires_grad for g in ctx.grads):
             ctx.log("batch_sharpness", A.batch_sharpness(ctx.grads, ctx.run.params, scale, shift))
             self.spent["hvps"] += 1
-            self.spent["sample_passes"] += P.HVP * len(ctx.targets)
+            self.spent["sample_passes"] += P.HVP * (self.batch_size or 0)
         elif not self.no_graph_noted:
             self.no_graph_noted = True
             ctx.event("sharpness_no_graph", "Sharpness: no batch sharpness, the step's gradients carry "
