@@ -108,8 +108,11 @@ class SharpnessPlugin(Plugin):
         snapshot = P.snapshot_cost(probe, points, SLQ_VECTORS * SLQ_STEPS if s["density"] else 0)
         batches = (total or 0) // s["batch_every"] if s["batch_every"] else 0
         fixed = batches * P.HVP * (batch or 0) + len(snapshots) * snapshot
-        first = 2 if isinstance(run.optimizer, (torch.optim.Adam, torch.optim.AdamW)) else 1  # Adam: moments
-        return P.make_plan(total, self.every or self.default_every, first, batch, s["budget"],
+        every = self.every or self.default_every
+        # Adam's preconditioner comes from its second moments: at step 2 they are one batch's squared
+        # gradient, far from the slowly varying P the threshold assumes, so it starts a cadence later
+        first = max(2, every) if isinstance(run.optimizer, (torch.optim.Adam, torch.optim.AdamW)) else 1
+        return P.make_plan(total, every, first, batch, s["budget"],
                            s["min_measurements"], P.measurement_cost(probe, hvps), fixed, snapshots)
 
     # -- declarations ---------------------------------------------------------------------------
