@@ -70,7 +70,7 @@ def event_loop_latency(app, window, seconds: float) -> dict:
     timer.stop()
     rows = window.runs[window.live_run_id].data.length("train/loss")
     window.stop_run()
-    wait_until(app, lambda: window.engine is None, timeout=60)
+    wait_until(app, lambda: window.engine_run.process is None, timeout=60)
     window.poller.rows.disconnect(on_rows)
     return {"arrival_p50_ms": 1000 * percentile(arrival, 50), "arrival_max_ms": 1000 * max(arrival),
             "p50_ms": percentile(late, 50), "p99_ms": percentile(late, 99), "max_ms": max(late),

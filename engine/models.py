@@ -13,6 +13,7 @@ from torch import nn
 
 from .data import load_python_object
 from .errors import ConfigError
+from .quantize import quantize_model
 
 _ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -111,6 +112,8 @@ def build_model(model_cfg: dict, input_shape, n_classes: int, base_dir: Path) ->
         if not isinstance(model, nn.Module):
             raise ConfigError("model.name", name, "a callable returning a torch.nn.Module")
     head_of(model)
+    if "quantize" in model_cfg:
+        quantize_model(model, model_cfg["quantize"])
     return model
 
 

@@ -58,6 +58,7 @@ class Series:
     dtype: str = "float64"  # numpy dtype name, or "json" for one JSON document per row
     unit: str = ""
     description: str = ""
+    columns: tuple[str, ...] = ()  # names of a (K,) row's entries (e.g. layers), kept in /data/columns
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,34 @@ class Finding:
             raise ValueError(f"severity {self.severity!r} is not one of {SEVERITIES}")
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """One thing a run knows about a step, for "explain this step": a sentence with its number,
+    the step it was measured at (the nearest measurement, not always the step asked about), and how
+    much it stands out (``weight``: 0 is context, 1 is decisive), which ranks it in the summary."""
+
+    plugin: str
+    text: str
+    step: int
+    value: float | None = None
+    unit: str = ""
+    weight: float = 0.0
+    phrase: str = ""  # a short clause for the one-sentence summary, where it stands out
+    series: str = ""  # the series it comes from: the GUI scrolls to its plot
+
+    def __post_init__(self):
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"evidence weight {self.weight} is not in [0, 1]")
+
+
 class Plugin:
     """Base class of every analysis. Subclasses set the class attributes and override hooks.
 
     Cadence: ``[plugins.NAME] every = N`` calls ``on_step`` every N optimizer steps; ``on = "eval"``
     calls ``on_eval`` at each evaluation. ``default_every`` / ``default_on`` give the default.
     ``on_step`` runs after the backward pass and before the optimizer step, so the model holds the
-    weights the batch loss was computed at and ``ctx.grads`` are its gradients.
+    weights the batch loss was computed at and ``ctx.grads`` are its gradients; ``on_update`` runs
+    on the same steps right after the optimizer step, where the model holds the new weights.
 
     ``settings`` on the class declares the settings; on an instance it is the dict of their values.
     """
@@ -142,6 +164,10 @@ class Plugin:
     def on_step(self, ctx: "StepContext") -> None:
         pass
 
+    def on_update(self, ctx: "StepContext") -> None:
+        """After the optimizer step of a step ``on_step`` ran at: what must hold for the next step
+        (a frozen weight put back, whatever the optimizer's momentum did) is set here."""
+
     def on_eval(self, ctx: "EvalContext") -> None:
         pass
 
@@ -162,6 +188,12 @@ class Plugin:
     @classmethod
     def findings(cls, run) -> list[Finding]:
         """Findings from a run file (``engine.open_run``), so any run can be judged again."""
+        return []
+
+    @classmethod
+    def explain(cls, run, step: int) -> list[Evidence]:
+        """What this plugin's series say about ``step`` of a run file (its nearest measurements and
+        how they changed), for ``traindx explain`` and the GUI's "Explain this step"."""
         return []
 
 
@@ -199,6 +231,7 @@ class RunContext:
     train_size: int
     val_size: int
     val_metadata: dict[str, np.ndarray]
+    val_inputs: "torch.Tensor | None" = None  # the validation inputs, in the order of EvalContext.ids
 
     def mean_loss(self, outputs, targets):
         return self.per_sample_loss(outputs, targets).mean()
@@ -369,6 +402,8 @@ class PluginHost:
         for s in specs:
             full = f"{p.name}/{s.name}"
             self.writer.declare_series(full, s.shape, s.dtype, s.unit, s.description)
+            if s.columns:
+                self.writer.write_array(f"columns/{full}", list(s.columns))
             self.declared[full] = s
         self.writer.write_plugin_info(p.name, p.title, p.description, type(p).settings,
                                       [v.to_dict() for v in views])
@@ -399,6 +434,11 @@ class PluginHost:
         for p in list(self.plugins):
             if p.wants_step(step):
                 self._guard(p, step, lambda: p.on_step(make_ctx(p)))
+
+    def update(self, step: int, make_ctx: Callable[[Plugin], StepContext]) -> None:
+        for p in list(self.plugins):
+            if p.wants_step(step):
+                self._guard(p, step, lambda: p.on_update(make_ctx(p)))
 
     def _skip(self, p: Plugin, step: int, missing: Unavailable, setup: bool) -> None:
         """Said once per plugin and missing input."""

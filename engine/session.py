@@ -114,10 +114,16 @@ class RunSession:
         """The plugins' ``on_step`` hooks, after backward and before the optimizer step. Inputs a loop
         could not give (None) make a hook that reads them skip, with one event."""
         event = lambda kind, message: self.writer.event(step, kind, message)  # noqa: E731
+        self._step_context = lambda p: StepContext(self.ctx, step, lr, inputs, targets, ids, outputs,  # noqa: E731
+                                                   per_sample_loss, loss, grads, self.host.logger(p, step), event)
         with self._own_rng():
-            self.host.step(step, lambda p: StepContext(self.ctx, step, lr, inputs, targets, ids, outputs,
-                                                       per_sample_loss, loss, grads, self.host.logger(p, step),
-                                                       event))
+            self.host.step(step, self._step_context)
+
+    def plugin_update(self, step: int) -> None:
+        """The plugins' ``on_update`` hooks, right after the optimizer step of a step ``plugin_step``
+        ran at (the engine's loop; a user's own loop steps its optimizer itself and has none)."""
+        with self._own_rng():
+            self.host.update(step, self._step_context)
 
     def _own_rng(self):
         """Plugins draw random numbers without moving the training's generators: turning an analysis on

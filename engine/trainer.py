@@ -159,7 +159,7 @@ class Trainer:
         self._probes: dict[int, Probe] = {}
         self.ctx = RunContext(cfg, self.model, self.optimizer, self.device, self.data.n_classes,
                               self.data.input_shape, self.data.class_names, self.total, self.loss_fn,
-                              self._probe, len(self.train), len(self.val), self.data.val.metadata)
+                              self._probe, len(self.train), len(self.val), self.data.val.metadata, self.val.x)
 
     def _probe(self, n: int) -> Probe:
         """The first n samples of a fixed permutation of the training split: the same for the run."""
@@ -268,8 +268,11 @@ class Trainer:
             with torch.no_grad():
                 losses = self.loss_fn(out.detach(), y)
             w.plugin_step(step, lr, x, y, self.train.ids[idx.numpy()], out, losses, loss, grads)
-            self.model.train()
+            if not self.model.training:  # train() walks every module: only if a plugin left eval mode
+                self.model.train()
         self.optimizer.step()
+        if plugin_step:
+            w.plugin_update(step)
         w.log_step(step, loss_v, lr, time.monotonic() - self.t0, *metrics[1:])
         return loss_v
 

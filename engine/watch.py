@@ -79,7 +79,8 @@ class Watch:
         self._probes: dict[int, Probe] = {}
         ctx = RunContext(self.config, self.model, optimizer, self.device, n_classes, input_shape,
                          self.class_names, steps, self.loss_fn, self._probe, train_size, val_size,
-                         self.val.metadata if self.val is not None else {})
+                         self.val.metadata if self.val is not None else {},
+                         self.val.x if self.val is not None else None)
         self.plugins: list[Plugin] = [instantiate(n, t) for n, t in self.config.plugins.items() if t["enabled"]]
         env = environment(self.device, torch.get_num_threads(), "own loop", train_size, val_size, n_classes,
                           input_shape, sum(p.numel() for p in self.params), steps)

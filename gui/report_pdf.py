@@ -190,4 +190,3 @@ def _draw_figure(pages: Pages, f: Figure, svg_for: Callable[[Figure, int, int], 
     pages.draw_svg(svg_for(f, pages.width, height), height)
     pages.y += 2
     pages.draw_document(pages.document(_caption(f)))
-

@@ -67,6 +67,13 @@ class RunData:
             data.extend(name, *run.series(name))
         return data
 
+    def emptied(self) -> "RunData":
+        """A RunData with this one's description (label, status, views, config) and no rows."""
+        out = RunData(self.label, self.path)
+        out.status, out.views, out.titles, out.events = self.status, self.views, self.titles, self.events
+        out.config, out.meta = self.config, self.meta
+        return out
+
     def update_meta(self, run) -> None:
         self.status = run.status
         self.views = run.views()
@@ -140,7 +147,6 @@ class RunData:
         if step is None:
             return int(steps[-1]), self.values(name)[-1]
         return value_at(steps, self.values(name), step)
-
 
 
 def _label_of(run) -> str:

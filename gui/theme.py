@@ -46,4 +46,7 @@ def apply(app: QtWidgets.QApplication, mode: str) -> str:
     name = resolve(mode)
     app.setStyle("Fusion")
     app.setPalette(palette(name))
+    for w in app.allWidgets():  # Qt resolves a style sheet's palette(...) once, when it is set: again now
+        if w.styleSheet():
+            w.setStyleSheet(w.styleSheet())
     return name

@@ -23,6 +23,19 @@ def tiny_config(**sections):
     return cfg
 
 
+def stop_after(trainer, step: int):
+    """Make ``trainer`` stop by request once ``step`` is done, as the Stop button would."""
+    original = trainer._train_step
+
+    def step_then_maybe_stop(s):
+        value = original(s)
+        if s == step:
+            trainer.control.stop()
+        return value
+    trainer._train_step = step_then_maybe_stop
+    return trainer
+
+
 def assert_reads_as_stated(finding):
     """A finding's sentence starts with a capital letter and states its number exactly as the
     report's value column shows it, unit included."""

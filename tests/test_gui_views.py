@@ -7,6 +7,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+
 from engine.store import open_run  # noqa: E402
 from gui.reduce import smooth  # noqa: E402
 from gui.rundata import RunData  # noqa: E402
@@ -37,7 +39,7 @@ def widget(qtbot, view, data, **opts):
 
 
 def item(w, prefix):
-    """The drawn item whose key starts with ``prefix`` (keys end with the legend label)."""
+    """The drawn item whose key starts with ``prefix``."""
     found = [it for k, it in w.canvas._items.items() if k.startswith(prefix)]
     assert len(found) == 1, (prefix, list(w.canvas._items))
     return found[0]
@@ -95,7 +97,7 @@ def test_row_view_shows_the_row_at_the_cursor_step(qtbot, data):
     assert "latest, step 2000" in w.values.text()
     w.set_cursor(750)  # evaluations every 100 steps: the row written at 700
     assert w.values.text() == "step 700"
-    x, y = item(w, "0|demo/heat|").getData()
+    x, y = item(w, "0|demo/heat").getData()
     np.testing.assert_allclose(y, data.row_at("demo/heat", 700)[1])
 
 
@@ -132,7 +134,6 @@ def test_csv_export_has_every_row_at_full_resolution(qtbot, data):
 
 
 def test_hovering_a_plot_reports_the_step_under_the_mouse(qtbot, data):
-    from PySide6 import QtCore, QtGui, QtWidgets
     w = widget(qtbot, CORE_VIEWS[0], data)
     vb = w.canvas.plotItem.vb
     qtbot.waitUntil(lambda: vb.viewRange()[0][1] > 1500)  # auto-range settles on the next paint
@@ -152,13 +153,14 @@ def test_overlay_draws_one_curve_per_run_with_a_legend(qtbot, data, tmp_path):
     w = widget(qtbot, CORE_VIEWS[0], data)
     w.set_traces([Trace(data, "#4c8fe0", "a"), Trace(d2, "#f28e2b", "b")])
     assert item(w, "0|train/loss|None|raw") is not item(w, "1|train/loss|None|raw")
-    labels = [label.text for _, label in w.canvas.legend.items]
-    assert "a: train/loss" in labels and "b: train/loss" in labels
+    # a colour per series and a dash pattern per run: two lines and two runs make four entries
+    assert w.canvas.legend.labels == ["train/loss", "val/loss", "a", "b"]
 
 
 def test_legend_moves_to_the_corner_the_curves_leave_free(qtbot):
     import pyqtgraph as pg
     from gui.views import PlotCanvas
+    from gui.views.legend import line_sample
     canvas = PlotCanvas()
     qtbot.addWidget(canvas)
     canvas.resize(400, 300)
@@ -170,10 +172,11 @@ def test_legend_moves_to_the_corner_the_curves_leave_free(qtbot):
         for _ in range(2):  # the second pass sees the view fitted to the new data
             canvas.begin()
             for name, scale in (("a", 1.0), ("b", 0.9)):
-                canvas.get(name, lambda: pg.PlotDataItem(name=name)).setData(x, y * scale)
+                canvas.get(name, pg.PlotDataItem).setData(x, y * scale)
+                canvas.legend.entry(name, name, lambda: line_sample("#4c8fe0"))
             canvas.end()
             canvas.plotItem.vb.autoRange(padding=0)
-        return canvas.legend.opts["offset"]
+        return canvas.legend.item.opts["offset"]
 
     assert draw(1 - x) == (-4, 4)  # a falling loss leaves the top right free: the default corner
     assert draw(x) == (4, 4)  # a rising curve ends there: the legend moves to the top left
@@ -226,8 +229,94 @@ def test_reliability_draws_gap_bars_over_a_confidence_histogram(qtbot):
             assert line in lower.items
             x, _ = line.getData()
             np.testing.assert_allclose(x, [mean, mean])
-        labels = [label.text for _, label in lower.legend.items]
+        labels = w.canvas.share_legend.labels
         assert labels == [f"accuracy {means['accuracy']:.3f}", f"avg confidence {means['confidence']:.3f}"]
     assert means["accuracy"] != pytest.approx(means["confidence"], abs=1e-3)  # the lines are told apart
-    assert [label.text for _, label in w.canvas.legend.items] == ["accuracy", "gap"]
+    assert w.canvas.legend.labels == ["accuracy", "gap"]
     assert w.canvas.share_plot.getAxis("left").labelText == "share of samples"
+
+
+def test_a_log_axis_under_a_decade_gets_round_values_at_their_places(qtbot):
+    from gui.views.axis import drawn_ticks
+    from gui.views.export import settle_axes
+    d = RunData("t")
+    steps = np.arange(50, 1550, 50)
+    d.extend("calibration/temperature", steps, 1.0 + 0.8 * (1 - np.exp(-steps / 400)))  # 1.1 … 1.8
+    w = widget(qtbot, {"kind": "line", "title": "Temperature", "series": ["calibration/temperature"],
+                       "options": {"log_y": True}}, d)
+    settle_axes(w.canvas)
+    axis = w.canvas.plotItem.getAxis("left")
+    labels = [text for text, _ in drawn_ticks(axis)]
+    assert len(labels) >= 2, labels  # pyqtgraph alone labels only 10^k here: one tick, "1", or none
+    lo, hi = axis.range
+    for spacing, values in axis.tickValues(lo, hi, axis.height()):
+        for v, text in zip(values, axis.tickStrings(values, 1.0, spacing)):
+            assert float(text) == pytest.approx(10 ** v, rel=1e-9) and lo <= v <= hi  # each at its value
+
+
+def test_several_runs_get_a_colour_per_metric_and_a_dash_per_run(qtbot):
+    names = [f"calibration/{m}" for m in ("ece", "ace", "classwise_ece", "debiased_l2", "mce")]
+    runs = []
+    for seed in range(2):
+        d = RunData(f"run{seed}")
+        for i, name in enumerate(names):
+            d.extend(name, np.arange(50, 1550, 50), np.full(30, 0.1 * (i + 1) + 0.01 * seed))
+        runs.append(Trace(d, ("#4c8fe0", "#f28e2b")[seed], f"run{seed}"))
+    w = widget(qtbot, {"kind": "line", "title": "Calibration error", "series": names, "options": {}}, runs[0].data)
+    w.set_traces(runs)
+    pens = {(t, n): item(w, f"{t}|{n}|None|raw").opts["pen"] for t in range(2) for n in names}
+    for n in names:  # the same metric: one colour, a dash pattern per run
+        assert pens[0, n].color() == pens[1, n].color() and pens[0, n].style() != pens[1, n].style()
+    assert len({pens[0, n].color().name() for n in names}) == len(names)  # every metric its own colour
+    assert w.canvas.legend.labels == ["ece", "ace", "classwise_ece", "debiased_l2", "mce", "run0", "run1"]
+
+
+def scene_rect(item):
+    return item.mapRectToScene(item.boundingRect())
+
+
+def test_the_legend_fits_the_plot_hides_no_drawn_point_and_the_menu_says_so(qtbot):
+    """Five metrics of two runs: one high curve (MCE) and four low ones, over the whole run."""
+    names = [f"calibration/{m}" for m in ("ece", "ace", "classwise_ece", "debiased_l2", "mce")]
+    rng = np.random.default_rng(0)
+    runs = []
+    for seed in range(2):
+        d = RunData(f"digits-{seed}")
+        for name in names:
+            base = 0.7 if name.endswith("mce") else 0.02
+            d.extend(name, np.arange(50, 1550, 50), base + 0.1 * rng.random(30))
+        runs.append(Trace(d, ("#4c8fe0", "#f28e2b")[seed], f"digits-{seed}"))
+    w = widget(qtbot, {"kind": "line", "title": "Calibration error", "series": names, "options": {}}, runs[0].data)
+    w.resize(480, 240)
+    w.set_traces(runs)
+    qtbot.waitUntil(lambda: w.canvas.legend.item.isVisible())
+    for _ in range(3):  # the auto-range follows the data (and the legend's headroom) after a paint
+        w.redraw(force=True)
+        QtWidgets.QApplication.processEvents()
+    legend, vb = scene_rect(w.canvas.legend.item), scene_rect(w.canvas.plotItem.vb)
+    assert vb.contains(legend)  # not cut
+    for it in w.canvas.plotItem.listDataItems():
+        if it is w.canvas.legend.headroom_item:
+            continue
+        x, y = it.getData()
+        points = [it.mapToScene(QtCore.QPointF(a, b)) for a, b in zip(x, y)]
+        assert not [p for p in points if legend.contains(p)]  # it hides no curve
+    assert w.legend_action.isChecked()
+    w.legend_action.setChecked(False)
+    assert not w.canvas.legend.item.isVisible()
+
+
+def test_reliability_legends_fit_their_panels_and_the_note_keeps_clear_of_the_title(qtbot):
+    d, first, later = reliability_data()
+    other, _, _ = reliability_data()
+    view = {"kind": "reliability", "title": "Reliability diagram", "series": ["calibration/reliability"]}
+    w = widget(qtbot, view, d)
+    w.resize(420, 320)
+    w.set_traces([Trace(d, "#4c8fe0", "digits-mlp"), Trace(other, "#f28e2b", "digits-adam")])
+    QtWidgets.QApplication.processEvents()
+    w.redraw(force=True)
+    for legend in (w.canvas.legend, w.canvas.share_legend):
+        assert legend.item.isVisible() and scene_rect(legend.plot.vb).contains(scene_rect(legend.item))
+    assert w.canvas.legend.labels == ["digits-mlp", "digits-adam", "gap"]
+    assert w.values.text() == "latest, step 200"
+    assert w.title.geometry().right() < w.values.geometry().left()

@@ -410,3 +410,37 @@ def test_command_refuses_bad_arguments_naming_them(hostile, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(hostile), "--out", str(tmp_path / "r.html"), "--smoothing", "1.5"])
     assert "--smoothing" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+def _pdf_plot_size(page_mm: float) -> tuple[int, int]:
+    from gui.report_pdf import DPI, FIGURE_ASPECT, MARGIN_MM
+    width = (page_mm - 2 * MARGIN_MM) / 25.4 * DPI
+    return round(width), round(round(width) * FIGURE_ASPECT)
+
+
+@pytest.mark.parametrize("where", ["html", "pdf-a4", "pdf-letter"])
+def test_every_report_plot_has_readable_tick_labels_on_both_axes(finished, where):
+    """Drawn as the report draws them, at the report's sizes: each axis shows two labels or more,
+    each whole inside the picture."""
+    from gui.report import HTML_PLOT_SIZE
+    from gui.rundata import RunData
+    from gui.views.axis import drawn_ticks
+    from gui.views.export import rendered_view
+    size = {"html": HTML_PLOT_SIZE, "pdf-a4": _pdf_plot_size(210), "pdf-letter": _pdf_plot_size(215.9)}[where]
+    with open_run(finished) as run:
+        data = RunData.from_reader(run)
+        views = [v for vs in run.views().values() for v in vs if v["kind"] not in ("table", "image_grid")]
+    assert {"Learning rate", "Temperature", "Batch sharpness", "Loss"} <= {v["title"] for v in views}
+    for view in views:
+        with rendered_view(view, data, None, *size) as (frame, canvas):
+            for plot in canvas.plots:
+                for name in ("left", "bottom"):
+                    axis = plot.getAxis(name)
+                    ticks = drawn_ticks(axis)
+                    assert len(ticks) >= 2, (view["title"], name, ticks)
+                    for text, rect in ticks:
+                        drawn = canvas.mapFromScene(axis.mapRectToScene(rect)).boundingRect()
+                        assert canvas.rect().contains(drawn), (view["title"], name, text)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, assert_reads_as_stated
+from conftest import ROOT, assert_reads_as_stated, stop_after
 
 from engine import open_run, run_training
 from engine.config import RunConfig
@@ -283,14 +283,8 @@ def test_measured_steps_are_the_planned_ones_at_any_machine_speed(planned_run, t
 
 
 def test_a_resumed_run_measures_the_planned_steps_and_values(planned_run, tmp_path):
-    class StopAfter27(Trainer):
-        def _train_step(self, step):
-            value = super()._train_step(step)
-            if step == 27:
-                self.control.stop()
-            return value
     part = tmp_path / "part.h5"
-    assert StopAfter27(RunConfig.from_dict(PLANNED), part, Control()).run() == "stopped"
+    assert stop_after(Trainer(RunConfig.from_dict(PLANNED), part, Control()), 27).run() == "stopped"
     assert Trainer(RunConfig.from_dict(PLANNED), part, resume=True).run() == "finished"
     resumed = open_run(part)
     for name in ("sharpness/lambda_max", "sharpness/n_hvp", "sharpness/trace", "sharpness/batch_sharpness",
@@ -411,7 +405,8 @@ def test_an_infinite_threshold_reads_none_in_the_report_numbers(cosine_run):
 def test_an_infinite_threshold_reads_none_at_the_gui_cursor(cosine_run):
     pytest.importorskip("pytestqt")
     from gui.rundata import RunData
-    from gui.views import PlotOptions, Trace, cursor_values
+    from gui.views import PlotOptions, Trace
+    from gui.views.steps import cursor_values
     data = RunData.from_reader(cosine_run)
     batch = next(v for v in cosine_run.views()["sharpness"] if v["title"] == "Batch sharpness")
     text = cursor_values(batch, [Trace(data, "#000", "run")], PlotOptions(smoothing=0.6), 30)

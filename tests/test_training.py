@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import stop_after, tiny_config
 from engine import open_run, run_training
 from engine.config import RunConfig
-from engine.trainer import Control, Trainer, checkpoint_dir, lr_at, per_sample_loss_fn
+from engine.trainer import Trainer, checkpoint_dir, lr_at, per_sample_loss_fn
 
 
 def _losses(path):
@@ -100,18 +100,8 @@ def test_resume_continues_to_the_same_result(tmp_path, optimizer):
                                           plugins={"sharpness": sharpness}))
     Trainer(cfg, tmp_path / "full.h5").run()
 
-    control = Control()
     part = tmp_path / "part.h5"
-    trainer = Trainer(cfg, part, control)
-    original = trainer._train_step
-
-    def step_then_maybe_stop(step):
-        value = original(step)
-        if step == 27:
-            control.stop()
-        return value
-    trainer._train_step = step_then_maybe_stop
-    assert trainer.run() == "stopped"
+    assert stop_after(Trainer(cfg, part), 27).run() == "stopped"
     assert open_run(part).series("train/loss")[0][-1] == 27
     assert Trainer(cfg, part, resume=True).run() == "finished"
     full, resumed = open_run(tmp_path / "full.h5"), open_run(part)

@@ -1,0 +1,1 @@
+"""Oscillation tracking: which weights bounce between two values instead of converging."""
