@@ -1,6 +1,7 @@
 """Sharpness benchmarks: Lanczos vs power iteration, and what the plugin costs a training run.
 
-    .venv/bin/python benches/sharpness.py [--steps 5000] [--repeats 1] [--skip-solvers] [--skip-training]
+    .venv/bin/python benches/sharpness.py [--steps 1500] [--repeats 3] [--models mlp,cnn]
+                                          [--skip-solvers] [--skip-training]
 
 1. Hessian-vector products (and wall time) to reach rtol 1e-4 on the top eigenvalue, Lanczos vs
    plain power iteration, on the same operators: planted spectra (large gap, λ₂/λ₁ = 0.95 and 0.99,
@@ -10,13 +11,14 @@
 2. HVPs per measurement during SGD on the CNN: Lanczos cold and with the plugin's warm start,
    against power iteration (cold and warm) stopped as soon as it is as accurate: equal accuracy
    on the Hessians a training run actually meets.
-3. Training-time ratio with the plugin vs without, on the small CNN through ``run_training``
-   (the default's time budget at work, the raw cost of every-50 measurements, batch sharpness
-   every step).
+3. Training-time ratio with the plugin vs without, on the digits MLP and the small CNN through
+   ``run_training`` in the default example's set-up (1,500 steps): the plugin's defaults (a plan
+   of 20 measurements), every cadence step measured (no budget), batch sharpness every step.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -173,57 +175,88 @@ def bench_warm_start(measurements=16, every=50):
 # ---------------------------------------------------------------------------------------------
 # Training overhead
 # ---------------------------------------------------------------------------------------------
-def cnn_config(steps, plugin):
-    cfg = {"run": {"seed": 0, "steps": steps, "eval_every": 100, "threads": 1},
+MODELS = {"mlp": {"name": "mlp", "hidden": [64, 64]}, "cnn": {"name": "cnn"}}
+
+
+def run_config(model, steps, plugin):
+    """The default example's run (digits, batch 64, SGD with momentum on a cosine schedule) with
+    the given model and sharpness settings (None: no plugin)."""
+    cfg = {"run": {"seed": 0, "steps": steps, "eval_every": 50, "threads": 1},
            "data": {"source": "digits", "batch_size": 64},
-           "model": {"name": "cnn"}, "optimizer": {"name": "sgd", "lr": 0.1},
+           "model": MODELS[model],
+           "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "schedule": "cosine", "warmup_steps": 50},
            "loss": {"name": "cross_entropy"}}
     if plugin is not None:
         cfg["plugins"] = {"sharpness": plugin}
     return cfg
 
 
-def bench_training(steps, repeats):
+@contextlib.contextmanager
+def plugin_clock():
+    """CPU seconds spent inside the sharpness plugin's hooks. Its share of the same run is steadier
+    on a busy machine than the ratio of two runs, which drifts with the machine between them."""
+    from plugins.sharpness.plugin import SharpnessPlugin
+    spent = [0.0]
+    hooks = {name: getattr(SharpnessPlugin, name) for name in ("setup", "on_step", "on_end")}
+
+    def timed(hook):
+        def call(*args, **kwargs):
+            t = time.process_time()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                spent[0] += time.process_time() - t
+        return call
+    for name, hook in hooks.items():
+        setattr(SharpnessPlugin, name, timed(hook))
+    try:
+        yield spent
+    finally:
+        for name, hook in hooks.items():
+            setattr(SharpnessPlugin, name, hook)
+
+
+def bench_training(models, steps, repeats):
     """Each variant runs ``repeats`` times, the variants interleaved so drifts in machine speed hit
-    them alike; the best CPU time of each is compared with the bare run's."""
+    them alike. "ratio" is each repeat's CPU time over the bare run of the same repeat (median, then
+    the lowest and highest: their range says how noisy the machine was); "share" is the plugin's
+    CPU time over the rest of the same run, which no drift between runs can move."""
     from engine import open_run, run_training
-    ends = {"every": 10 ** 9, "slices": "off", "trace": False, "budget": 0.0}  # step 1 and the last
     variants = {
         "no plugin": None,
-        "default (every 50, budget 0.2)": {},
+        "default": {},
         "every 50, no budget": {"budget": 0.0},
-        "first + last step, no batch": {**ends, "batch_every": 0},
-        "first + last + batch every step": {**ends, "batch_every": 1},
+        "batch sharpness every step": {"batch_every": 1},
     }
-    print(f"\n3. Small CNN on digits, {steps} steps, batch 64, 1 thread (best of {repeats}; CPU time "
-          "is the steadier number on a shared machine)")
-    wall, cpu = ({name: np.inf for name in variants} for _ in range(2))
-    with tempfile.TemporaryDirectory() as tmp:
-        run_training(cnn_config(20, {}), Path(tmp) / "warm-up.h5")  # first-call costs off the clock
-        for r in range(repeats):
-            for i, (name, plugin) in enumerate(variants.items()):
-                c0 = time.process_time()
-                _, w = timed(lambda: run_training(cnn_config(steps, plugin), Path(tmp) / f"{i}.h5"))
-                wall[name], cpu[name] = min(wall[name], w), min(cpu[name], time.process_time() - c0)
-        for i, (name, plugin) in enumerate(variants.items()):
-            extra = ""
-            if plugin is not None:
+    for model in models:
+        print(f"\n3. {model.upper()} on digits, {steps} steps, batch 64, 1 thread ({repeats} repeats, CPU time)")
+        cpu, share = ({name: [] for name in variants} for _ in range(2))
+        with tempfile.TemporaryDirectory() as tmp:
+            run_training(run_config(model, 20, {}), Path(tmp) / "warm-up.h5")  # first-call costs off the clock
+            for _ in range(repeats):
+                for i, (name, plugin) in enumerate(variants.items()):
+                    with plugin_clock() as spent:
+                        c0 = time.process_time()
+                        run_training(run_config(model, steps, plugin), Path(tmp) / f"{i}.h5")
+                        total = time.process_time() - c0
+                    cpu[name].append(total)
+                    share[name].append(spent[0] / (total - spent[0]))
+            print(f"{'no plugin':28s} cpu {np.median(cpu['no plugin']):6.2f} s (median)")
+            for i, (name, plugin) in enumerate(list(variants.items())[1:], start=1):
                 with open_run(Path(tmp) / f"{i}.h5") as run:
                     m_steps, n_hvp = run.series("sharpness/n_hvp")
+                ratio = np.array(cpu[name]) / np.array(cpu["no plugin"])
                 more = f", … ({len(m_steps)} in all)" if len(m_steps) > 6 else ""
-                extra = (f"  measured at steps {', '.join(map(str, m_steps[:6]))}{more}; "
-                         f"HVPs {np.median(n_hvp):.0f} median")
-            print(f"{name:32s} wall {wall[name]:6.2f} s {wall[name] / wall['no plugin']:5.2f}×   "
-                  f"cpu {cpu[name]:6.2f} s {cpu[name] / cpu['no plugin']:5.2f}×{extra}")
-    extra = cpu["first + last + batch every step"] - cpu["first + last step, no batch"]
-    print(f"batch sharpness every step alone: +{extra / steps * 1e3:.2f} ms a step, "
-          f"{(cpu['no plugin'] + extra) / cpu['no plugin']:.2f}× the bare run")
+                print(f"{name:28s} ratio {np.median(ratio):5.2f}× ({ratio.min():.2f}–{ratio.max():.2f})  share "
+                      f"{np.median(share[name]):.3f} ({min(share[name]):.3f}–{max(share[name]):.3f})  measured at "
+                      f"steps {', '.join(map(str, m_steps[:6]))}{more}; HVPs {np.sum(n_hvp):.0f} in all")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-solvers", action="store_true")
     args = parser.parse_args()
@@ -232,7 +265,7 @@ def main():
         bench_eigensolvers()
         bench_warm_start()
     if not args.skip_training:
-        bench_training(args.steps, args.repeats)
+        bench_training(args.models.split(","), args.steps, args.repeats)
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def numbers_table(numbers: list[Number]) -> Table:
     rows = []
     for n in numbers:
         desc = f'<br><span class="desc">{esc(n.description)}</span>' if n.description else ""
-        cells = "".join(f'<td class="num">{esc(fmt_number(v, n.unit))} ({s})</td>' if s >= 0
+        cells = "".join(f'<td class="num">{esc(fmt_number(v, n.unit, n.infinite))} ({s})</td>' if s >= 0
                         else '<td class="num">—</td>'
                         for v, s in ((n.last, n.last_step), (n.min, n.min_step), (n.max, n.max_step)))
         rows.append(f"<tr><td><code>{esc(n.series)}</code>{desc}</td>{cells}</tr>")

@@ -37,6 +37,7 @@ class Number:
     min_step: int
     max: float
     max_step: int
+    infinite: str = ""  # how an infinite value reads, as the views declare it (e.g. "none (lr = 0)")
 
 
 @dataclass
@@ -140,25 +141,26 @@ def trim_events(events: list[dict]) -> tuple[list[dict], int]:
 
 
 def status_finding(status: str, last: int, total: int | None, events: list[dict]) -> Finding:
-    """One sentence on how the run ended: finished, stopped, diverged, failed, crashed or running."""
-    of_total = f" of {total}" if total else ""
+    """One sentence on how the run ended: finished, stopped, diverged, failed, crashed or running.
+    Its number is the steps the run completed, as the sentence states it."""
+    steps = f"of {total} steps" if total else "steps"
+    ran = f"{last} {steps}"
     end = next((e for e in reversed(events) if e["kind"] in ("diverged", "failed")), None)
     why, at = (end["message"], end["step"]) if end else ("no message", last + 1)
     if status == "finished":
-        return Finding(CORE, "ok", f"The run finished all {last} steps.", step=last, value=last)
+        return Finding(CORE, "ok", f"The run finished all {last} steps.", step=last, value=last, unit="steps")
     if status == "stopped":
-        return Finding(CORE, "info", f"The run was stopped by request after step {last}{of_total}.",
-                       step=last, value=last)
-    if status == "diverged":
-        return Finding(CORE, "problem", f"The run diverged at step {at}{of_total}: {why}", step=at, value=at)
-    if status == "failed":
-        return Finding(CORE, "problem", f"The run failed at step {at}{of_total}: {why}", step=at, value=at)
+        return Finding(CORE, "info", f"The run was stopped by request after {ran}.", step=last, value=last,
+                       unit=steps)
+    if status in ("diverged", "failed"):
+        return Finding(CORE, "problem", f"The run {status} at step {at}, after {ran}: {why}", step=at,
+                       value=last, unit=steps)
     if status == "crashed":
-        return Finding(CORE, "problem", f"The run crashed: its process ended without closing the run file. "
-                       f"This report shows everything written up to step {last}{of_total}.",
-                       step=last, value=last)
-    return Finding(CORE, "info", f"The run is still {status}; this report shows it up to step {last}{of_total}.",
-                   step=last, value=last)
+        return Finding(CORE, "problem", f"The run crashed after {ran}: its process ended without closing "
+                       "the run file. This report shows everything written up to then.", step=last,
+                       value=last, unit=steps)
+    return Finding(CORE, "info", f"The run is still {status}; this report shows it up to {ran}.", step=last,
+                   value=last, unit=steps)
 
 
 def core_section(run, views: list[dict], smoothing: float) -> Section:
@@ -172,7 +174,8 @@ def plugin_section(run, name: str, title: str, views: list[dict]) -> Section:
     findings, text = plugin_judgement(run, name)
     description = run.plugin_descriptions().get(name, "")
     prefix = f"{name}/"
-    numbers = key_numbers(run, [n for n in run.names() if n.startswith(prefix)])
+    infinite = {name: text for v in views for name, text in v.get("options", {}).get("inf_text", {}).items()}
+    numbers = key_numbers(run, [n for n in run.names() if n.startswith(prefix)], infinite)
     plots = [Plot(v, 0.0, table_rows(run, v) if v["kind"] == "table" else None) for v in views]
     return Section(name, title, description, findings, numbers, text, plots)
 
@@ -200,9 +203,11 @@ def plugin_judgement(run, name: str) -> tuple[list[Finding], str]:
     return findings, text
 
 
-def key_numbers(run, names: list[str]) -> list[Number]:
+def key_numbers(run, names: list[str], infinite: dict[str, str] | None = None) -> list[Number]:
     """Latest, lowest and highest value of every numeric scalar series (and of each column of a
-    series with a few columns) among ``names``, in order, each once."""
+    series with a few columns) among ``names``, in order, each once; ``infinite`` names how an
+    infinite value of a series reads."""
+    infinite = infinite or {}
     out = []
     for name in dict.fromkeys(names):
         if name not in run.names() or not run.length(name):
@@ -212,23 +217,24 @@ def key_numbers(run, names: list[str]) -> list[Number]:
             continue
         steps, values = run.series(name)
         values = np.asarray(values, dtype=float)
+        text = infinite.get(name, "")
         if values.ndim == 1:
-            out += _number(name, info, steps, values)
+            out += _number(name, info, steps, values, text)
         elif values.shape[1] <= MAX_COLUMNS_AS_NUMBERS:
             for c in range(values.shape[1]):
-                out += _number(f"{name}[{c}]", info, steps, values[:, c])
+                out += _number(f"{name}[{c}]", info, steps, values[:, c], text)
     return out
 
 
-def _number(label: str, info: dict, steps: np.ndarray, y: np.ndarray) -> list[Number]:
+def _number(label: str, info: dict, steps: np.ndarray, y: np.ndarray, infinite: str) -> list[Number]:
+    """Extremes among the finite values; the latest as it is (an infinite one shown as ``infinite``)."""
     finite = np.isfinite(y)
+    head = (label, str(info["description"]), str(info["unit"]), float(y[-1]), int(steps[-1]))
     if not finite.any():
-        return [Number(label, str(info["description"]), str(info["unit"]), float(y[-1]), int(steps[-1]),
-                       math.nan, -1, math.nan, -1)]
+        return [Number(*head, math.nan, -1, math.nan, -1, infinite)]
     lo = int(np.nanargmin(np.where(finite, y, np.nan)))
     hi = int(np.nanargmax(np.where(finite, y, np.nan)))
-    return [Number(label, str(info["description"]), str(info["unit"]), float(y[-1]), int(steps[-1]),
-                   float(y[lo]), int(steps[lo]), float(y[hi]), int(steps[hi]))]
+    return [Number(*head, float(y[lo]), int(steps[lo]), float(y[hi]), int(steps[hi]), infinite)]
 
 
 def table_rows(run, view: dict) -> dict | None:
@@ -246,8 +252,11 @@ def table_rows(run, view: dict) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 # Formatting shared by the writers
 # ---------------------------------------------------------------------------------------------
-def fmt_number(value, unit: str = "") -> str:
-    """Four significant digits; "—" for a missing value; the unit after a space."""
+def fmt_number(value, unit: str = "", infinite: str = "") -> str:
+    """At most four significant digits, printed as a finding's sentence prints its rounded value
+    (``:g``), so a finding's number reads the same in the table and in its sentence; "—" for a
+    missing value, ``infinite`` (when given) for an infinite one. The unit follows after a space,
+    or directly where it starts with "%" or "×" (87%, 1.3× the threshold)."""
     if value is None:
         return "—"
     if isinstance(value, (bool, np.bool_)):
@@ -259,8 +268,12 @@ def fmt_number(value, unit: str = "") -> str:
             v = float(value)
         except (TypeError, ValueError):
             return str(value)
-        text = f"{v:.4g}" if math.isfinite(v) else str(v)
-    return f"{text} {unit}" if unit else text
+        if math.isinf(v) and infinite:
+            return infinite
+        text = f"{float(f'{v:.4g}'):g}" if math.isfinite(v) else str(v)
+    if not unit:
+        return text
+    return text + unit if unit[0] in "%×" else f"{text} {unit}"
 
 
 def flatten(tree: dict, prefix: str = "") -> list[tuple[str, object]]:

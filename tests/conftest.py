@@ -36,6 +36,16 @@ def stop_after(trainer, step: int):
     return trainer
 
 
+def assert_reads_as_stated(finding):
+    """A finding's sentence starts with a capital letter and states its number exactly as the
+    report's value column shows it, unit included."""
+    from gui.report_model import fmt_number
+    assert finding.message[:1].isupper(), finding.message
+    if finding.value is not None:
+        shown = fmt_number(finding.value, finding.unit)
+        assert finding.unit and shown in finding.message, (shown, finding.message)
+
+
 @pytest.fixture
 def example_plugin(tmp_path, monkeypatch):
     """Installs tests/example_plugin as a third-party distribution with a real entry point."""

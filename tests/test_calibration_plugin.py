@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import assert_reads_as_stated
 
 from engine.plugin import Finding, View
 from plugins.calibration import analysis
@@ -94,10 +95,13 @@ def test_findings_name_overconfidence_best_step_and_fixing_temperature():
     confidence, best, temperature = CalibrationPlugin.findings(run)
     assert all(isinstance(f, Finding) for f in (confidence, best, temperature))
     assert "overconfident" in confidence.message and confidence.severity == "warning"
-    assert confidence.value == pytest.approx(0.09) and confidence.step == 400
-    assert best.step == 200 and best.value == pytest.approx(0.015) and best.severity == "warning"
-    assert "step 200" in best.message
-    assert temperature.value == pytest.approx(2.1) and "0.090 to 0.012" in temperature.message
+    assert (confidence.value, confidence.unit, confidence.step) == (9, "%", 400)
+    assert "mean confidence 97.0% against accuracy 88.0%" in confidence.message
+    assert best.step == 200 and (best.value, best.unit) == (1.5, "%") and best.severity == "warning"
+    assert "step 200" in best.message and "rose to 9%" in best.message
+    assert (temperature.value, temperature.unit) == (1.2, "%") and "from 9% to 1.2%" in temperature.message
+    for f in (confidence, best, temperature):
+        assert_reads_as_stated(f)
 
 
 def test_findings_for_an_underconfident_model_that_is_best_at_the_end():
@@ -107,6 +111,17 @@ def test_findings_for_an_underconfident_model_that_is_best_at_the_end():
     assert "underconfident" in confidence.message and confidence.severity == "problem"
     assert best.step == 20 and best.severity == "ok"
     assert "sharpen" in temperature.message
+    for f in (confidence, best, temperature):
+        assert_reads_as_stated(f)
+
+
+def test_a_temperature_that_would_not_lower_ece_is_not_said_to():
+    # the temperature minimises NLL, so ECE after it can come out higher
+    run = FakeRun([10], ece=[0.03], mean_confidence=[0.9], accuracy=[0.88], temperature=[1.4],
+                  ece_after_temperature=[0.041])
+    temperature = CalibrationPlugin.findings(run)[2]
+    assert "not lower ECE (3% before, 4.1% after" in temperature.message and temperature.value == 4.1
+    assert_reads_as_stated(temperature)
 
 
 def test_no_findings_without_calibration_series():
@@ -149,3 +164,12 @@ def test_short_digits_run_writes_series_and_findings(tmp_path):
     assert {v["kind"] for v in run.views()["calibration"]} == {"reliability", "line"}
     findings = CalibrationPlugin.findings(run)
     assert len(findings) == 3 and findings[1].step in (20, 40, 60)
+    # each finding read against the series it came from: the number it shows is the one it states
+    percent = lambda fraction: float(f"{100 * fraction:.2g}")  # noqa: E731 - two significant digits
+    confidence, best, temperature = findings
+    assert (confidence.step, confidence.value) == (60, percent(ece[-1]))
+    assert (best.step, best.value) == (steps[np.argmin(ece)], percent(ece.min()))
+    assert temperature.value == percent(run.series("calibration/ece_after_temperature")[1][-1])
+    assert f"T = {run.series('calibration/temperature')[1][-1]:.2f}" in temperature.message
+    for f in findings:
+        assert_reads_as_stated(f)

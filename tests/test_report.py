@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROOT, assert_reads_as_stated, tiny_config
 
 from engine import open_run, run_training
 from engine.plugin import Finding
@@ -307,15 +307,36 @@ def test_long_event_logs_are_trimmed_in_the_middle():
 
 
 @pytest.mark.parametrize("status,expected", [
-    ("finished", ("ok", "finished all 10 steps")), ("stopped", ("info", "stopped by request after step 10")),
-    ("diverged", ("problem", "diverged at step 11 of 50: loss became nan")),
-    ("failed", ("problem", "failed at step 11 of 50: loss became nan")),
-    ("crashed", ("problem", "crashed")), ("running", ("info", "still running"))])
+    ("finished", ("ok", "finished all 10 steps")), ("stopped", ("info", "stopped by request after 10 of 50 steps")),
+    ("diverged", ("problem", "diverged at step 11, after 10 of 50 steps: loss became nan")),
+    ("failed", ("problem", "failed at step 11, after 10 of 50 steps: loss became nan")),
+    ("crashed", ("problem", "crashed after 10 of 50 steps")), ("running", ("info", "still running"))])
 def test_status_sentence(status, expected):
     from gui.report_model import status_finding
     events = [{"step": 11, "kind": "diverged" if status == "diverged" else "failed", "message": "loss became nan"}]
     f = status_finding(status, 10, 50, events)
     assert f.severity == expected[0] and expected[1] in f.message
+    assert f.value == 10 and f.unit in ("steps", "of 50 steps")
+    assert_reads_as_stated(f)
+
+
+def test_findings_table_shows_each_findings_number_as_its_sentence_states_it(finished, finished_html):
+    rows = [[c.strip() for c in r] for r in page_of(finished_html).tables["findings"][1:]]
+    with_numbers = [(sentence, value) for _, _, sentence, _, value in rows if value != "—"]
+    assert len(with_numbers) >= 5
+    for sentence, value in with_numbers:
+        assert sentence[0].isupper() and value in sentence, (value, sentence)
+
+
+@pytest.mark.parametrize("value,unit,infinite,text", [
+    (0.011375920008123042, "", "", "0.01138"), (12345.6, "", "", "12350"), (87.0, "% of the threshold", "",
+                                                                            "87% of the threshold"),
+    (1.3, "× the threshold", "", "1.3× the threshold"), (3.0, "of 24 measurements", "", "3 of 24 measurements"),
+    (1500, "steps", "", "1500 steps"), (float("inf"), "", "none (lr = 0)", "none (lr = 0)"),
+    (float("inf"), "", "", "inf"), (None, "%", "", "—")])
+def test_numbers_are_printed_as_findings_state_them(value, unit, infinite, text):
+    from gui.report_model import fmt_number
+    assert fmt_number(value, unit, infinite) == text
 
 
 # ---------------------------------------------------------------------------------------------

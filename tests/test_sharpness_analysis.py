@@ -264,6 +264,30 @@ def test_adam_threshold_matches_frozen_preconditioner_dynamics():
     assert not escapes(0.98 * thr.value) and escapes(1.02 * thr.value)
 
 
+@pytest.mark.parametrize("make", [lambda p: torch.optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+                                  lambda p: torch.optim.Adam(p, lr=0.01), lambda p: torch.optim.AdamW(p, lr=0.01)],
+                         ids=["sgd", "heavy ball", "adam", "adamw"])
+def test_at_lr_zero_the_threshold_is_infinite_but_still_the_optimizers(make):
+    # The end of a cosine schedule: no step size is unstable, yet Adam's sharpness is still the
+    # preconditioned one (comparing the raw Hessian there made the last measurement collapse).
+    opt = make([torch.zeros(1, requires_grad=True)])
+    preconditioned = A.eos_threshold(opt).preconditioned
+    opt.param_groups[0]["lr"] = 0.0
+    at_zero = A.eos_threshold(opt)
+    assert at_zero.value == float("inf") and at_zero.preconditioned == preconditioned
+    assert preconditioned == isinstance(opt, torch.optim.Adam | torch.optim.AdamW)
+
+
+def test_adam_preconditioner_of_a_parameter_adam_never_stepped():
+    used, unused = torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([used, unused], lr=0.01, eps=1e-8)
+    used.grad = torch.tensor([0.5, -2.0])
+    opt.step()  # `unused` had no gradient: Adam keeps no state for it
+    d = A.adam_preconditioner(opt, [used, unused])
+    torch.testing.assert_close(d, torch.cat([1 / torch.sqrt(torch.tensor([0.5, 2.0]) + 1e-8),
+                                             torch.full((3,), 1e4)]), rtol=1e-5, atol=0)
+
+
 def test_adam_preconditioner_and_weight_decay():
     w = torch.zeros(3, requires_grad=True)
     opt = torch.optim.Adam([w], lr=0.01, eps=1e-8, weight_decay=0.0)

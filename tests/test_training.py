@@ -95,7 +95,7 @@ def test_lr_series_follows_schedule(tmp_path):
 @pytest.mark.parametrize("optimizer", [{"name": "sgd", "momentum": 0.9},
                                        {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}])
 def test_resume_continues_to_the_same_result(tmp_path, optimizer):
-    sharpness = {"every": 10, "batch_every": 5, "budget": 0.0, "probe_size": 128, "slices": "off"}
+    sharpness = {"every": 10, "batch_every": 5, "budget": 0.0, "probe_size": 128, "slices": "off", "trace": True}
     cfg = RunConfig.from_dict(tiny_config(optimizer=optimizer, run={"steps": 50},
                                           model={"name": "mlp", "hidden": [16], "dropout": 0.1},
                                           plugins={"sharpness": sharpness}))

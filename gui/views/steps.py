@@ -155,7 +155,7 @@ def cursor_values(view: dict, traces: list[Trace], opts: PlotOptions, step: int 
     """'name value' at the cursor step for each line of a step view (raw, and smoothed if on)."""
     if step is None or view["kind"] not in ("line", "band"):
         return ""
-    parts = []
+    parts, infinite = [], view.get("options", {}).get("inf_text", {})  # e.g. a threshold at lr = 0
     for t, tr in enumerate(traces):
         prefix = f"{tr.label}: " if len(traces) > 1 else ""
         for name, col, legend in lines_of(view, tr.data) if view["kind"] == "line" else \
@@ -163,9 +163,10 @@ def cursor_values(view: dict, traces: list[Trace], opts: PlotOptions, step: int 
             s, v = value_at(tr.data.steps(name), tr.data.column(name, col), step)
             if s is None:
                 continue
-            text = f"{prefix}{legend} {fmt_value(v)}"
+            shown = lambda x: infinite[name] if name in infinite and math.isinf(x) else fmt_value(x)  # noqa: E731
+            text = f"{prefix}{legend} {shown(v)}"
             if opts.smoothing and opts.smoothing > 0:
                 _, sv = value_at(tr.data.steps(name), tr.data.smoothed(name, col, opts.smoothing), step)
-                text += f" (smoothed {fmt_value(sv)})"
+                text += f" (smoothed {shown(sv)})"
             parts.append(text)
     return f"step {step}: " + ", ".join(parts) if parts else ""

@@ -136,8 +136,14 @@ def _severity(ece: float) -> str:
     return "warning" if ece < ECE_PROBLEM else "problem"
 
 
+def _percent(fraction: float) -> float:
+    """A fraction as the percentage a finding states (two significant digits): its sentence prints
+    it with :g followed by "%", and the Finding's value is that same number with the unit "%"."""
+    return float(f"{100 * fraction:.2g}")
+
+
 def _confidence_finding(step: int, ece: float, confidence: float, accuracy: float) -> Finding:
-    """Over- or underconfidence at the latest evaluation, with its size."""
+    """Over- or underconfidence at the latest evaluation; its number is the ECE."""
     gap = confidence - accuracy
     if ece < ECE_OK:
         what = "is well calibrated"
@@ -145,32 +151,38 @@ def _confidence_finding(step: int, ece: float, confidence: float, accuracy: floa
         what = "is miscalibrated in both directions (overconfident in some bins, underconfident in others)"
     else:
         what = "is overconfident" if gap > 0 else "is underconfident"
-    message = (f"At step {step} the model {what}: mean confidence {confidence:.3f} against accuracy "
-               f"{accuracy:.3f} ({gap:+.3f}); ECE {ece:.3f}.")
-    return Finding("calibration", _severity(ece), message, step=step, value=gap)
+    message = (f"At step {step} the model {what}: ECE {_percent(ece):g}%, mean confidence "
+               f"{100 * confidence:.1f}% against accuracy {100 * accuracy:.1f}%.")
+    return Finding("calibration", _severity(ece), message, step=step, value=_percent(ece), unit="%")
 
 
 def _best_step_finding(steps: np.ndarray, ece: np.ndarray) -> Finding:
     """Where ECE was lowest, and how far it has risen since."""
     best = int(np.argmin(ece))
     best_step, best_ece, last_step, last_ece = int(steps[best]), float(ece[best]), int(steps[-1]), float(ece[-1])
+    lowest = _percent(best_ece)
     if best == len(ece) - 1:
-        return Finding("calibration", "ok", f"ECE was lowest at the latest evaluation (step {best_step}, "
-                       f"{best_ece:.3f}).", step=best_step, value=best_ece)
+        return Finding("calibration", "ok", f"ECE was lowest at the latest evaluation: {lowest:g}% at step "
+                       f"{best_step}.", step=best_step, value=lowest, unit="%")
     rose = last_ece - best_ece
     severity = "warning" if rose > RISE_WORTH_SAYING and last_ece >= ECE_WARNING else "info"
-    message = (f"ECE was lowest at step {best_step} ({best_ece:.3f}) and rose to {last_ece:.3f} by step "
+    message = (f"ECE was lowest at step {best_step}, {lowest:g}%, and rose to {_percent(last_ece):g}% by step "
                f"{last_step}: confidence was most trustworthy at step {best_step}.")
-    return Finding("calibration", severity, message, step=best_step, value=best_ece)
+    return Finding("calibration", severity, message, step=best_step, value=lowest, unit="%")
 
 
 def _temperature_finding(step: int, ece: float, temperature: float, ece_after: float) -> Finding:
-    """The temperature that would fix the latest evaluation's calibration."""
+    """The temperature that would fix the latest evaluation's calibration; its number is the ECE
+    that dividing the logits by it would leave."""
+    after = _percent(ece_after)
     if abs(temperature - 1) < T_NEUTRAL:
-        message = (f"The fitted temperature at step {step} is {temperature:.2f}: temperature scaling "
-                   "would change little.")
-        return Finding("calibration", "ok", message, step=step, value=temperature)
+        message = (f"The fitted temperature at step {step} is {temperature:.2f}: temperature scaling would "
+                   f"change little (ECE {_percent(ece):g}% before, {after:g}% after).")
+        return Finding("calibration", "ok", message, step=step, value=after, unit="%")
     direction = "soften overconfident" if temperature > 1 else "sharpen underconfident"
-    message = (f"Dividing the logits by T = {temperature:.2f} would {direction} predictions and lower ECE "
-               f"from {ece:.3f} to {ece_after:.3f} at step {step} (fitted and measured on the validation split).")
-    return Finding("calibration", "info", message, step=step, value=temperature)
+    before = _percent(ece)
+    effect = (f"lower ECE from {before:g}% to {after:g}%" if after < before
+              else f"not lower ECE ({before:g}% before, {after:g}% after: it fits NLL, not ECE)")
+    message = (f"Dividing the logits by T = {temperature:.2f} would {direction} predictions and {effect} at "
+               f"step {step} (fitted and measured on the validation split).")
+    return Finding("calibration", "info", message, step=step, value=after, unit="%")

@@ -60,7 +60,7 @@ class _Krylov:
         self.dim = start.shape[0]
         self.Q = _orthonormalize(start, start[:, :0], start.norm(dim=0), generator)
         self.edges = [0, self.Q.shape[1]]  # block j is Q[:, edges[j]:edges[j+1]]
-        self.coef: list[torch.Tensor] = []  # coef[j] = Q[:, :edges[j+1]]ᵀ A Q_j
+        self.coef: list[np.ndarray] = []  # coef[j] = Q[:, :edges[j+1]]ᵀ A Q_j, in float64
         self.residual = torch.zeros_like(start)  # the last products' part outside the basis
         self.n_matvec = 0
 
@@ -70,12 +70,12 @@ class _Krylov:
         lo, hi = self.edges[len(self.coef)], self.edges[len(self.coef) + 1]
         W = torch.stack([self.matvec(self.Q[:, c]) for c in range(lo, hi)], dim=1)
         self.n_matvec += hi - lo
-        scale = W.norm(dim=0)
+        scale = torch.linalg.vector_norm(W, dim=0)
         C = self.Q.T @ W
         W = W - self.Q @ C
         C2 = self.Q.T @ W
         W = W - self.Q @ C2
-        self.coef.append(C + C2)
+        self.coef.append((C + C2).double().cpu().numpy())
         self.residual = W
         room = min(W.shape[1], self.dim - self.Q.shape[1])
         if room:
@@ -87,7 +87,7 @@ class _Krylov:
         n = self.edges[len(self.coef)]
         M = np.zeros((n, n))
         for j, C in enumerate(self.coef):
-            M[: C.shape[0], self.edges[j]:self.edges[j + 1]] = C.double().cpu().numpy()
+            M[: C.shape[0], self.edges[j]:self.edges[j + 1]] = C
         return np.triu(M) + np.triu(M, 1).T
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +95,7 @@ class _Krylov:
         theta, S = np.linalg.eigh(self.rayleigh())
         last = S[-self.residual.shape[1]:]
         last = torch.as_tensor(last, dtype=self.residual.dtype, device=self.residual.device)
-        resid = (self.residual @ last).norm(dim=0).double().cpu().numpy()
+        resid = torch.linalg.vector_norm(self.residual @ last, dim=0).double().cpu().numpy()
         return theta, S, resid
 
     def vectors(self, S: np.ndarray) -> torch.Tensor:
@@ -105,22 +105,24 @@ class _Krylov:
 
 def _orthonormalize(W: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor,
                     gen: torch.Generator) -> torch.Tensor:
-    """W's columns made orthonormal to the basis and each other; a column that vanishes (the
-    Krylov space became invariant) is replaced by a random one, so the search goes on."""
-    out = []
+    """W's columns, already orthogonal to the basis (``step`` projected them out twice), made
+    orthonormal to each other; a column that vanishes (the Krylov space became invariant) is
+    replaced by a random one made orthogonal to everything, so the search goes on."""
+    out: list[torch.Tensor] = []
     tiny = 1e3 * torch.finfo(W.dtype).eps
     for c in range(W.shape[1]):
         w, ref = W[:, c], max(float(scale[c]), 1e-300)
+        against = torch.stack(out, dim=1) if out else W[:, :0]
         for _ in range(3):
             for _ in range(2):
-                w = w - basis @ (basis.T @ w)
-            if float(w.norm()) > tiny * ref:
+                w = w - against @ (against.T @ w)
+            norm = torch.linalg.vector_norm(w)
+            if float(norm) > tiny * ref:
                 break
             w = torch.randn(W.shape[0], generator=gen, dtype=W.dtype).to(W.device)
-            ref = float(w.norm())
-        w = w / w.norm()
-        basis = torch.cat([basis, w[:, None]], dim=1)
-        out.append(w)
+            ref = float(torch.linalg.vector_norm(w))
+            against = torch.cat([basis, *(v[:, None] for v in out)], dim=1)
+        out.append(w / norm)
     return torch.stack(out, dim=1)
 
 
@@ -430,23 +432,26 @@ def eos_threshold(optimizer: torch.optim.Optimizer) -> Threshold:
 
     SGD: 2/η; heavy ball: (2+2β)/η (dampening τ scales η by 1−τ); Nesterov: (2+2β)/((1+2β)η);
     Adam/AdamW: (2+2β₁)/((1−β₁)η) for the preconditioned sharpness (Cohen et al. 2022).
-    Other optimizers: NaN.
+    Other optimizers: NaN. At η = 0 no step is unstable: the threshold is infinite, and what it
+    is compared with (preconditioned or not) is still the optimizer's.
     """
     g = optimizer.param_groups[0]
     lr = float(g["lr"])
-    if lr <= 0:
-        return Threshold(float("inf"), False, "none at η = 0 (no step is unstable)")
     if isinstance(optimizer, torch.optim.SGD):
         beta, damp = float(g.get("momentum", 0.0)), float(g.get("dampening", 0.0))
         if beta == 0.0:
-            return Threshold(2 / lr, False, "2/η")
-        if g.get("nesterov", False):
-            return Threshold((2 + 2 * beta) / ((1 + 2 * beta) * lr), False, "(2+2β)/((1+2β)η)")
-        return Threshold((2 + 2 * beta) / ((1 - damp) * lr), False, "(2+2β)/η")
-    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            factor, rule = 2.0, "2/η"
+        elif g.get("nesterov", False):
+            factor, rule = (2 + 2 * beta) / (1 + 2 * beta), "(2+2β)/((1+2β)η)"
+        else:
+            factor, rule = (2 + 2 * beta) / (1 - damp), "(2+2β)/η"
+        preconditioned = False
+    elif isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
         b1 = float(g["betas"][0])
-        return Threshold((2 + 2 * b1) / ((1 - b1) * lr), True, "(2+2β₁)/((1−β₁)η) on P⁻¹H")
-    return Threshold(float("nan"), False, f"unknown for {type(optimizer).__name__}")
+        factor, rule, preconditioned = (2 + 2 * b1) / (1 - b1), "(2+2β₁)/((1−β₁)η) on P⁻¹H", True
+    else:
+        return Threshold(float("nan"), False, f"unknown for {type(optimizer).__name__}")
+    return Threshold(factor / lr if lr > 0 else float("inf"), preconditioned, rule)
 
 
 def coupled_weight_decay(optimizer: torch.optim.Optimizer) -> float:
@@ -458,16 +463,17 @@ def coupled_weight_decay(optimizer: torch.optim.Optimizer) -> float:
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer,
                         params: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """d = P^(-1/2) with P = diag(sqrt(v̂) + ε) from Adam's second-moment state; None before step 1."""
+    """d = P^(-1/2) with P = diag(sqrt(v̂) + ε) from Adam's second-moment state; None before step 1.
+    A parameter Adam never stepped (it had no gradient) has v̂ = 0 there."""
     eps = float(optimizer.param_groups[0]["eps"])
     b2 = float(optimizer.param_groups[0]["betas"][1])
+    states = [optimizer.state.get(p, {}) for p in params]
+    if not any("exp_avg_sq" in st for st in states):
+        return None
     parts = []
-    for p in params:
-        state = optimizer.state.get(p, {})
-        if "exp_avg_sq" not in state:
-            return None
-        bias = 1 - b2 ** float(state["step"])
-        parts.append((state["exp_avg_sq"] / bias).sqrt().add(eps).rsqrt().reshape(-1))
+    for p, st in zip(params, states):
+        v = st["exp_avg_sq"] / (1 - b2 ** float(st["step"])) if "exp_avg_sq" in st else torch.zeros_like(p)
+        parts.append(v.sqrt().add(eps).rsqrt().reshape(-1))
     return torch.cat(parts)
 
 

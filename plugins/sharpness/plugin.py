@@ -1,26 +1,24 @@
 """Sharpness plugin: is the run at the edge of stability, and is the landscape still sharpening?
 
-Every ``every`` steps, and at the first and the last step, it runs warm-started Lanczos on the Hessian
-of the mean loss over a fixed probe set, for Adam on the preconditioned P^(-1/2) H P^(-1/2), and
-compares the top eigenvalue with the threshold of the optimizer actually used at that step's
+At the steps of a plan fixed before training (see ``plan.py``) it runs warm-started Lanczos on the
+Hessian of the mean loss over a fixed probe set, for Adam on the preconditioned P^(-1/2) H P^(-1/2),
+and compares the top eigenvalue with the threshold of the optimizer actually used at that step's
 learning rate. Batch sharpness (one Hessian-vector product on the step's own graph) has its own,
 cheaper cadence; loss slices and the eigenvalue density are snapshots taken more rarely.
 
-A measurement costs a few dozen passes over the probe set, which on a small model can be hundreds
-of training steps; ``budget`` caps the plugin's share of the run's time (see ``budget.py``) by
-skipping scheduled measurements and snapshots; a run always gets at least its last step measured.
+The plan spreads ``min_measurements`` or more over the run within ``budget``, a share of the
+training's work counted in sample-passes, so which steps are measured follows from the config
+alone, never from the machine's speed.
 """
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
 
-from engine.plugin import Finding, Plugin, RunContext, Series, Setting, StepContext, View
+from engine.plugin import EndContext, Finding, Plugin, RunContext, Series, Setting, StepContext, View
 
 from . import analysis as A
-from .budget import TimeBudget
+from . import plan as P
 
 EDGE_BAND = 0.1  # "at the edge": within ±10% of the threshold
 WARM_NOISE = 0.1  # share of a random direction mixed into the warm start, so a new top is seen
@@ -28,12 +26,7 @@ DENSITY_GRID = np.linspace(-1.0, 1.25, 181)  # eigenvalues in units of λ_max
 DENSITY_SIGMA = 0.02
 SLQ_VECTORS, SLQ_STEPS = 4, 30
 SLICE_SEED = 0  # the same Gaussian draw at every snapshot, rescaled to the weights of the moment
-# Before the first measurement its cost is guessed from the time to build the operator (one forward
-# and backward pass over the probe with graph). Measured on the digits MLP and CNN: an HVP costs
-# 1.2-1.4 builds; a cold Lanczos run at tol 1e-2 takes 9-14 blocks.
-HVP_PER_BUILD = 1.3
-COLD_BLOCKS = 12
-FORWARD_PER_BUILD = 0.5  # a slice point is one forward pass over the probe
+NO_THRESHOLD = {"sharpness/threshold": "none (lr = 0)"}  # how views and reports show an infinite one
 
 
 class SharpnessPlugin(Plugin):
@@ -43,17 +36,19 @@ class SharpnessPlugin(Plugin):
                    "threshold of the optimizer in use; batch sharpness, Hessian trace, loss slices.")
     default_every = 50
     settings = (
-        Setting("probe_size", 2048, "training samples in the probe set (fixed for the run)", min=1),
+        Setting("probe_size", 128, "training samples in the probe set (fixed for the run); a "
+                "measurement's cost grows with it", min=1),
         Setting("probe_batch", 512, "probe samples per forward pass (bounds memory)", min=1),
         Setting("k", 1, "how many top eigenvalues to track", min=1, max=20),
         Setting("tol", 1e-2, "Lanczos stops when each Ritz residual is below tol·|λ| (the eigenvalue "
                 "error is then typically tol²·|λ|²/gap, about 1e-4 relative)", min=1e-10,
                 max=0.5),
-        Setting("max_iter", 40, "most Lanczos steps per measurement (each costs k HVPs)", min=2),
+        Setting("max_iter", 20, "most Lanczos steps per measurement (each costs k HVPs); the plan "
+                "counts every measurement at this most", min=2),
         Setting("smallest", False, "also track the most negative eigenvalue"),
-        Setting("trace", True, "estimate the Hessian trace at each measurement (Lanczos subspace "
-                "exactly, the rest by Hutchinson)"),
-        Setting("trace_samples", 4, "Hutchinson samples (one HVP each) for the trace", min=2),
+        Setting("trace", False, "estimate the Hessian trace at each measurement (Lanczos subspace "
+                "exactly, the rest by Hutchinson; trace_samples more HVPs each)"),
+        Setting("trace_samples", 2, "Hutchinson samples (one HVP each) for the trace", min=2),
         Setting("batch_every", 50, "batch sharpness gᵀHg/‖g‖² every N steps (0 turns it off)", min=0),
         Setting("slices", "1d", "loss slices along filter-normalised random directions",
                 choices=("off", "1d", "2d", "both")),
@@ -63,43 +58,62 @@ class SharpnessPlugin(Plugin):
                 f"({SLQ_VECTORS}×{SLQ_STEPS} HVPs)"),
         Setting("snapshot_every", 1000, "slices and density every N steps, and at the last step",
                 min=1),
-        Setting("budget", 0.2, "most time the plugin may spend (batch sharpness included), as a share "
-                "of the time spent training; scheduled measurements are skipped to stay within it, "
-                "but a run always gets one (0: no limit)", min=0.0),
+        Setting("budget", 0.2, "most work the plugin may do (batch sharpness and snapshots included), "
+                "as a share of the training's, both counted in sample-passes (a training step: "
+                "batch_size; a Hessian-vector product: twice the probe size); the steps of the "
+                "cadence are thinned evenly to stay within it (0: no limit)", min=0.0),
+        Setting("min_measurements", 20, "measurements a run gets even where the budget allows fewer "
+                "(all the cadence's steps where it has fewer), spread evenly from the start", min=1),
     )
 
     def __init__(self, settings, every, on):
         super().__init__(settings, every, on)
         self.vectors: torch.Tensor | None = None  # last eigenvectors: the next warm start
         self.batches: list = []
-        self.total_steps = 0
-        self.clock = TimeBudget(0.0, 1)
-        self.cost: float | None = None  # seconds the last measurement took (or the guess before one)
-        self.snapshot_cost = 0.0  # likewise for slices and density
-        self.skipped = False
+        self.probe_size = 0
+        self.plan: P.Plan | None = None  # made in setup, from the config
+        self.total_steps: int | None = None  # None: a user's own loop that did not say
+        self.batch_size: int | None = None
+        self.announced = False
+        self.spent = {"measurements": 0, "hvps": 0, "sample_passes": 0.0}
         self.no_graph_noted = False
 
     # -- cadence --------------------------------------------------------------------------------
-    @property
-    def _every(self) -> int:
-        return self.every or self.default_every
-
-    def _measures(self, step: int) -> bool:
-        return step == 1 or step % self._every == 0 or step == self.total_steps
-
-    def _snapshots(self, step: int) -> bool:
-        wanted = self.settings["slices"] != "off" or self.settings["density"]
-        return wanted and (step % self.settings["snapshot_every"] == 0 or step == self.total_steps)
-
     def _batch_due(self, step: int) -> bool:
         n = self.settings["batch_every"]
         return n > 0 and step % n == 0
 
+    def _snapshot_due(self, step: int) -> bool:
+        """Slices and density every ``snapshot_every`` steps and at the last step."""
+        s = self.settings
+        wanted = s["slices"] != "off" or s["density"]
+        return wanted and (step % s["snapshot_every"] == 0 or step == self.total_steps)
+
+    def _measures(self, step: int) -> bool:
+        return self.plan.measures(step) or self._snapshot_due(step)  # snapshots are in a known plan
+
     def wants_step(self, step: int) -> bool:
-        return self._measures(step) or self._snapshots(step) or self._batch_due(step)
+        return self._measures(step) or self._batch_due(step)
 
     def wants_graph(self, step: int) -> bool:
         return self._batch_due(step)
+
+    def _make_plan(self, run: RunContext, probe: int) -> P.Plan:
+        """The measured steps, from the config: the cadence, the costs it implies and the budget."""
+        s, total, batch = self.settings, self.total_steps, self.batch_size
+        hvps = s["k"] * s["max_iter"] + (s["trace_samples"] if s["trace"] else 0)
+        every_snapshot = range(s["snapshot_every"], (total or 0) + 1, s["snapshot_every"])
+        snapshots = {t for t in (*every_snapshot, total) if total and self._snapshot_due(t)}
+        points = sum(s["slice_steps"] ** (2 if kind == "2d" else 1) for kind in self._slice_kinds())
+        snapshot = P.snapshot_cost(probe, points, SLQ_VECTORS * SLQ_STEPS if s["density"] else 0)
+        batches = (total or 0) // s["batch_every"] if s["batch_every"] else 0
+        fixed = batches * P.HVP * (batch or 0) + len(snapshots) * snapshot
+        every = self.every or self.default_every
+        # Adam's preconditioner comes from its second moments: at step 2 they are one batch's squared
+        # gradient, far from the slowly varying P the threshold assumes, so it starts a cadence later
+        first = max(2, every) if isinstance(run.optimizer, (torch.optim.Adam, torch.optim.AdamW)) else 1
+        return P.make_plan(total, every, first, batch, s["budget"],
+                           s["min_measurements"], P.measurement_cost(probe, hvps), fixed, snapshots)
 
     # -- declarations ---------------------------------------------------------------------------
     def _slice_kinds(self) -> list[str]:
@@ -111,7 +125,7 @@ class SharpnessPlugin(Plugin):
             Series("lambda_max", (k,), description=f"top {k} eigenvalues of the Hessian of the probe "
                    "loss (Adam/AdamW: of the preconditioned P⁻¹H), largest first"),
             Series("threshold", description="edge-of-stability threshold of the optimizer at the "
-                   "step's learning rate"),
+                   "step's learning rate (infinite where it is 0: no step is unstable)"),
             Series("n_hvp", description="Hessian-vector products spent by the step's measurement "
                    "(Lanczos, trace, density)"),
             Series("converged", description="1 when Lanczos met its tolerance, else 0"),
@@ -144,11 +158,13 @@ class SharpnessPlugin(Plugin):
                     "Top Hessian eigenvalues on the probe set; crossing the threshold line means "
                     "plain gradient descent on a quadratic would be unstable.",
                     # log: a decaying learning rate sends the threshold up by orders of magnitude
-                    {"labels": labels, "y_label": "eigenvalue", "log_y": True})]
+                    {"labels": labels, "y_label": "eigenvalue", "log_y": True, "inf_text": NO_THRESHOLD})]
         if s["batch_every"]:
             out.append(View("line", "Batch sharpness", ("sharpness/batch_sharpness", "sharpness/threshold"),
                             "Curvature of each mini-batch's loss along its own gradient; SGD tends to "
-                            "hold it at the threshold.", {"labels": ["batch sharpness", "threshold"]}))
+                            "hold it at the threshold.",
+                            {"labels": ["batch sharpness", "threshold"], "y_label": "curvature",
+                             "log_y": True, "inf_text": NO_THRESHOLD}))
         if s["trace"]:
             out.append(View("line", "Hessian trace", ("sharpness/trace",),
                             "Sum of all Hessian eigenvalues: overall curvature, not only the top."))
@@ -174,14 +190,15 @@ class SharpnessPlugin(Plugin):
     def setup(self, run: RunContext) -> None:
         probe = run.probe(min(self.settings["probe_size"], run.train_size))
         self.batches = probe.batches(self.settings["probe_batch"])
+        self.probe_size = len(probe.ids)
         self.total_steps = run.total_steps
-        self.clock = TimeBudget(self.settings["budget"], self.total_steps)
+        self.batch_size = run.config.sections["data"].get("batch_size")  # not known in a user's own loop
+        self.plan = self._make_plan(run, self.probe_size)
 
     def on_step(self, ctx: StepContext) -> None:
-        with self.clock.spending():
-            self._on_step(ctx)
-
-    def _on_step(self, ctx: StepContext) -> None:
+        if not self.announced:
+            self.announced = True
+            ctx.event("sharpness_plan", self.plan.describe())
         threshold = A.eos_threshold(ctx.optimizer)
         scale = A.adam_preconditioner(ctx.optimizer, ctx.run.params) if threshold.preconditioned else None
         if threshold.preconditioned and scale is None:
@@ -189,49 +206,35 @@ class SharpnessPlugin(Plugin):
         ctx.log("threshold", threshold.value)
         shift = A.coupled_weight_decay(ctx.optimizer)
         if self._batch_due(ctx.step):
-            if any(g is not None and g.requires_grad for g in ctx.grads):
-                ctx.log("batch_sharpness", A.batch_sharpness(ctx.grads, ctx.run.params, scale, shift))
-            elif not self.no_graph_noted:
-                self.no_graph_noted = True
-                ctx.event("sharpness_no_graph", "sharpness: no batch sharpness, the step's gradients carry "
-                          "no graph (multi-process DDP training has no double backward)")
-        if self._measures(ctx.step) or self._snapshots(ctx.step):
-            op = None
-            if self.cost is None:  # nothing measured yet: guess the costs from building the operator
-                t = time.perf_counter()
-                op = self._operator(ctx, shift)
-                self._guess_costs(time.perf_counter() - t)
-            last, snapshot = ctx.step == self.total_steps, self._snapshots(ctx.step)
-            final = self.cost + (self.snapshot_cost if self._snapshots(self.total_steps) else 0.0)
-            fits = self.clock.affords(ctx.step, self.cost + snapshot * self.snapshot_cost, final, last)
-            if fits or (last and not self.clock.measured):  # every run gets its last step measured
-                self._measure(ctx, op, shift, scale, snapshot and fits)
-            elif ctx.step > 1 and not self.skipped:
-                self.skipped = True
-                steps = self.cost * ctx.step / max(self.clock.training_time(), 1e-9)
-                ctx.event("sharpness_budget", f"sharpness: a measurement takes about {self.cost:.2g} s, "
-                          f"as long as {steps:.0f} training steps, so from step {ctx.step} on they are "
-                          f"spaced out to stay within {self.settings['budget']:.0%} of the training time "
-                          "(budget = 0 lifts this)")
+            self._batch_sharpness(ctx, scale, shift)
+        if self._measures(ctx.step):
+            self._measure(ctx, shift, scale, self._snapshot_due(ctx.step))
 
-    def _operator(self, ctx: StepContext, shift: float) -> A.HessianOperator:
-        return A.HessianOperator(ctx.model, ctx.run.mean_loss, self.batches, shift)
+    def on_end(self, ctx: EndContext) -> None:
+        """What the plan cost, against what it said it would cost at most."""
+        made, hvps, passes = self.spent["measurements"], self.spent["hvps"], self.spent["sample_passes"]
+        planned = "" if self.plan.steps is None else f" of the {len(self.plan.steps)} planned"
+        text = (f"Sharpness: {made}{planned} measurements made, {hvps} Hessian-vector products in all, "
+                f"{passes:,.0f} sample-passes")
+        if self.batch_size:
+            training = ctx.step * self.batch_size
+            text += f", {passes / training:.2g}× the training's {training:,.0f}"
+        most = "" if self.plan.steps is None else f" (the plan's most: {self.plan.most:,.0f})"
+        ctx.event("sharpness_cost", text + most + ".")
 
-    def _guess_costs(self, build: float) -> None:
-        """Costs of a measurement and a snapshot before either was made, scaled from the time to
-        build the operator (one forward and backward pass over the probe, with graph)."""
-        s = self.settings
-        hvps = COLD_BLOCKS * s["k"] + (s["trace_samples"] if s["trace"] else 0)
-        points = sum(s["slice_steps"] ** (2 if kind == "2d" else 1) for kind in self._slice_kinds())
-        self.clock.record(build, measurement=False)
-        self.cost = build * (1 + HVP_PER_BUILD * hvps)
-        self.snapshot_cost = build * (FORWARD_PER_BUILD * points
-                                      + (HVP_PER_BUILD * SLQ_VECTORS * SLQ_STEPS if s["density"] else 0))
+    def _batch_sharpness(self, ctx: StepContext, scale, shift: float) -> None:
+        if any(g is not None and g.requires_grad for g in ctx.grads):
+            ctx.log("batch_sharpness", A.batch_sharpness(ctx.grads, ctx.run.params, scale, shift))
+            self.spent["hvps"] += 1
+            self.spent["sample_passes"] += P.HVP * (self.batch_size or 0)
+        elif not self.no_graph_noted:
+            self.no_graph_noted = True
+            ctx.event("sharpness_no_graph", "Sharpness: no batch sharpness, the step's gradients carry "
+                      "no graph (multi-process DDP has no double backward; a loop of one's own would "
+                      "need backward(create_graph=True) on those steps)")
 
-    def _measure(self, ctx: StepContext, op: A.HessianOperator | None, shift: float, scale,
-                 snapshot: bool) -> None:
-        t = time.perf_counter()
-        op = op or self._operator(ctx, shift)
+    def _measure(self, ctx: StepContext, shift: float, scale, snapshot: bool) -> None:
+        op = A.HessianOperator(ctx.model, ctx.run.mean_loss, self.batches, shift)
         matvec = op.matvec if scale is None else A.scaled(op.matvec, scale)
         s = self.settings
         res = A.lanczos_top(matvec, op.dim, s["k"], s["tol"], s["max_iter"], self._warm_start(op, ctx.step),
@@ -245,12 +248,12 @@ class SharpnessPlugin(Plugin):
             est = A.deflated_trace(matvec, res.basis, res.basis_trace, s["trace_samples"], ctx.step)
             ctx.log("trace", est.value)
             ctx.log("trace_stderr", est.stderr)
-        self.cost = time.perf_counter() - t
-        if snapshot:
-            self._snapshot(ctx, matvec, op, float(res.values[0]))
-            self.snapshot_cost = time.perf_counter() - t - self.cost
+        points = self._snapshot(ctx, matvec, op, float(res.values[0])) if snapshot else 0
         ctx.log("n_hvp", op.n_matvec)
-        self.clock.record(time.perf_counter() - t)
+        self.spent["measurements"] += 1
+        self.spent["hvps"] += op.n_matvec
+        self.spent["sample_passes"] += (P.measurement_cost(self.probe_size, op.n_matvec)
+                                        + P.FORWARD * self.probe_size * points)
 
     def _warm_start(self, op: A.HessianOperator, seed: int) -> torch.Tensor | None:
         """Last eigenvectors with a little random direction mixed in: converges in a few steps when
@@ -262,23 +265,29 @@ class SharpnessPlugin(Plugin):
         noise = noise / noise.norm(dim=0, keepdim=True)
         return self.vectors + WARM_NOISE * noise
 
-    def _snapshot(self, ctx: StepContext, matvec, op: A.HessianOperator, lam: float) -> None:
-        s = self.settings
+    def _snapshot(self, ctx: StepContext, matvec, op: A.HessianOperator, lam: float) -> int:
+        """Slices and density; returns the slice points computed (forward passes over the probe)."""
+        s, points = self.settings, 0
         for kind in self._slice_kinds():
             sl = A.loss_slice(ctx.model, ctx.run.mean_loss, self.batches, 1 if kind == "1d" else 2,
                               s["slice_steps"], s["slice_span"], SLICE_SEED)
             ctx.log(f"slice_{kind}", sl.losses)
+            points += sl.losses.size
         if s["density"]:
             nodes, weights = A.slq(matvec, op.dim, SLQ_VECTORS, SLQ_STEPS, ctx.step, op.dtype, op.device)
             scale = abs(lam) if lam != 0 else 1.0
             ctx.log("density", A.density_on_grid(nodes / scale, weights, DENSITY_GRID, DENSITY_SIGMA))
+        return points
 
     def state_dict(self) -> dict:
-        """The eigenvectors that warm-start the next measurement: with them a resumed run measures
-        exactly as an uninterrupted one (at budget 0, where no timing decides what is measured)."""
-        return {} if self.vectors is None else {"vectors": self.vectors.cpu()}
+        """The warm start of the next measurement (with it a resumed run measures exactly as an
+        uninterrupted one), whether the plan was announced, and what was spent so far."""
+        state = {"announced": self.announced, "spent": dict(self.spent)}
+        return state if self.vectors is None else {**state, "vectors": self.vectors.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
+        self.announced = bool(state.get("announced", False))
+        self.spent.update(state.get("spent", {}))
         if "vectors" in state:
             self.vectors = state["vectors"].to(self.batches[0][0].device)
 
@@ -290,91 +299,116 @@ class SharpnessPlugin(Plugin):
             return []
         steps, lam = run.series("sharpness/lambda_max")
         t_steps, thr = run.series("sharpness/threshold")
-        if len(steps) == 0 or len(t_steps) == 0:
+        if len(steps) == 0:
             return []
         lam1 = np.asarray(lam, dtype=float).reshape(len(steps), -1)[:, 0]
-        threshold = np.interp(steps, t_steps, thr)
-        what = ("preconditioned sharpness λ₁(P⁻¹H)"
-                if run.config.get("optimizer", {}).get("name") in ("adam", "adamw") else "λ_max")
-        out = edge_findings(steps, lam1, threshold, what)
-        out += trend_findings(steps, lam1, what)
+        adam = run.config.get("optimizer", {}).get("name") in ("adam", "adamw")
+        symbol = "λ₁(P⁻¹H)" if adam else "λ₁"
+        out = edge_findings(steps, lam1, at_steps(steps, t_steps, thr), symbol)
+        out += trend_findings(steps, lam1, symbol)
         if "sharpness/converged" in names:
             out += convergence_findings(*run.series("sharpness/converged"))
         if "sharpness/batch_sharpness" in names:
             b_steps, b = run.series("sharpness/batch_sharpness")
-            out += batch_findings(b_steps, np.asarray(b, float), np.interp(b_steps, t_steps, thr))
+            out += batch_findings(b_steps, np.asarray(b, float), at_steps(b_steps, t_steps, thr))
         return out
 
 
 # ---------------------------------------------------------------------------------------------
-# Findings from arrays (kept apart from the run file so they can be tested on planted series)
+# Findings from arrays (kept apart from the run file so they can be tested on planted series).
+# A finding's value is the number its sentence states, rounded as stated (printed there with :g),
+# and its unit is the words that follow the number in the sentence.
 # ---------------------------------------------------------------------------------------------
-def edge_findings(steps: np.ndarray, lam: np.ndarray, threshold: np.ndarray, what: str) -> list[Finding]:
-    """When λ first came within 10% of the threshold, how long it stayed there, where it ended."""
-    ratio = lam / threshold
-    ok = np.isfinite(ratio)
-    if not ok.any():
-        return [Finding("sharpness", "info", f"No edge-of-stability threshold is known for this "
-                        f"optimizer; {what} ended at {lam[-1]:.4g}.", int(steps[-1]), float(lam[-1]))]
-    steps, ratio = steps[ok], ratio[ok]
-    reached = np.flatnonzero(ratio >= 1 - EDGE_BAND)
-    if len(reached) == 0:
-        i = int(np.argmax(ratio))
-        return [Finding("sharpness", "ok", f"{what} stayed below the edge of stability: at most "
-                        f"{of_threshold(ratio[i])} (step {steps[i]}).", int(steps[i]),
-                        float(ratio[i]), "× threshold")]
-    first = int(reached[0])
+def stated(x: float, digits: int = 2) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def of_threshold(ratio: float) -> tuple[float, str]:
+    """A ratio to the threshold as a reader takes it in: 0.05% of it, 87% of it, 1.3× it."""
+    if ratio >= 1:
+        return stated(ratio), "× the threshold"
+    return stated(100 * ratio), "% of the threshold"
+
+
+def at_steps(steps: np.ndarray, s: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The values of the series (s, values) at exactly ``steps``; NaN where it has no row."""
+    lookup = dict(zip(np.asarray(s).tolist(), np.asarray(values, dtype=float).tolist()))
+    return np.array([lookup.get(int(t), np.nan) for t in steps], dtype=float)
+
+
+def edge_findings(steps: np.ndarray, lam: np.ndarray, threshold: np.ndarray, symbol: str) -> list[Finding]:
+    """How close λ came to the threshold, and how it stood against it from then on. Steps with no
+    finite threshold (a learning rate of 0) have no edge and are left out."""
+    known = np.isfinite(threshold) & np.isfinite(lam)
+    subject = f"The sharpness {symbol}"
+    if not known.any():
+        return [Finding("sharpness", "info", f"{subject} has no edge of stability to be compared with: the "
+                        "learning rate was 0 at every measurement, or the optimizer has no known threshold.")]
+    steps, ratio = steps[known], lam[known] / threshold[known]
+    peak = int(np.argmax(ratio))
+    value, unit = of_threshold(ratio[peak])
+    if ratio[peak] < 1 - EDGE_BAND:
+        return [Finding("sharpness", "ok", f"{subject} stayed below the edge of stability: at most "
+                        f"{value:g}{unit} (step {steps[peak]}).", int(steps[peak]), value, unit)]
+    first = int(np.argmax(ratio >= 1 - EDGE_BAND))
     since = ratio[first:]
-    inside = np.abs(since - 1) <= EDGE_BAND
-    out = [Finding("sharpness", "info", f"{what} reached the edge of stability (within 10% of the "
-                   f"threshold) at step {steps[first]} and stayed within ±10% at {inside.sum()} of "
-                   f"{len(since)} measurements since (steps {steps[first]}–{steps[-1]}).",
-                   int(steps[first]), float(inside.mean()), "fraction at edge")]
-    if ratio[-1] > 1 + EDGE_BAND:
-        out.append(Finding("sharpness", "warning", f"{what} ends at {ratio[-1]:.2f}× the threshold: "
-                           "beyond the edge of stability, expect loss spikes or divergence.",
-                           int(steps[-1]), float(ratio[-1]), "× threshold"))
+    at = int((np.abs(since - 1) <= EDGE_BAND).sum())
+    above = int((since > 1 + EDGE_BAND).sum())
+    n = len(since)
+    out = [Finding("sharpness", "info", f"{subject} reached the edge of stability (90% of the threshold or "
+                   f"more) at step {steps[first]}; from then on it was within ±10% of the threshold at {at} "
+                   f"of {n} measurements, above it at {above} and below it at {n - at - above}.",
+                   int(steps[first]), float(at), f"of {n} measurements")]
+    if above:
+        out.append(Finding("sharpness", "warning", f"{subject} went beyond the edge of stability, up to "
+                           f"{value:g}{unit} (step {steps[peak]}): gradient descent on a quadratic this "
+                           "sharp would diverge.", int(steps[peak]), value, unit))
     return out
 
 
-def trend_findings(steps: np.ndarray, lam: np.ndarray, what: str) -> list[Finding]:
-    """Is λ still rising? A line fitted to the last third of the measurements (at least three)."""
-    n = max(3, len(lam) // 3)
+def trend_findings(steps: np.ndarray, lam: np.ndarray, symbol: str) -> list[Finding]:
+    """Is λ still rising? A line fitted to the last third of the measurements (at least three),
+    its change over them relative to where the line starts."""
+    ok = np.isfinite(lam)
+    steps, lam = steps[ok], lam[ok]
     if len(lam) < 3:
         return []
+    n = max(3, len(lam) // 3)
     s, y = steps[-n:].astype(float), lam[-n:]
-    slope = np.polyfit(s, y, 1)[0]
-    change = slope * (s[-1] - s[0]) / max(abs(float(np.mean(y))), 1e-12)
-    span = f"steps {int(s[0])}–{int(s[-1])}"
-    if change > 0.05:
-        return [Finding("sharpness", "info", f"The landscape is still sharpening: {what} rose "
-                        f"{change:.0%} over {span}.", int(s[-1]), float(change), "relative change")]
-    return [Finding("sharpness", "ok", f"{what} has levelled off: {change:+.0%} over {span}.",
-                    int(s[-1]), float(change), "relative change")]
+    slope, intercept = np.polyfit(s, y, 1)
+    start = slope * s[0] + intercept
+    if not start > 0:
+        return []  # the line starts at or below zero: no relative change to speak of
+    change = stated(100 * slope * (s[-1] - s[0]) / start)
+    span = f"% over steps {int(s[0])}–{int(s[-1])} (a line fitted to its last {n} measurements)"
+    if change > 5:
+        return [Finding("sharpness", "info", f"The landscape is still sharpening: {symbol} rose {change:g}{span}.",
+                        int(s[-1]), change, "%")]
+    if change < -5:
+        return [Finding("sharpness", "ok", f"The landscape is flattening: {symbol} fell {-change:g}{span}.",
+                        int(s[-1]), -change, "%")]
+    verb = "rose" if change >= 0 else "fell"
+    return [Finding("sharpness", "ok", f"The sharpness {symbol} has levelled off: it {verb} "
+                    f"{abs(change):g}{span}.", int(s[-1]), abs(change), "%")]
 
 
 def convergence_findings(steps: np.ndarray, converged: np.ndarray) -> list[Finding]:
     missed = int((np.asarray(converged) < 0.5).sum())
     if missed == 0:
         return []
-    return [Finding("sharpness", "info", f"Lanczos missed its tolerance at {missed} of {len(steps)} "
-                    "measurements; raise max_iter or tol for steadier eigenvalues.",
-                    int(steps[-1]), float(missed), "measurements")]
+    unit = f"of {len(steps)} measurements"
+    return [Finding("sharpness", "info", f"Lanczos missed its tolerance at {missed} {unit}; raise max_iter or "
+                    "tol for steadier eigenvalues.", int(steps[-1]), float(missed), unit)]
 
 
 def batch_findings(steps: np.ndarray, batch: np.ndarray, threshold: np.ndarray) -> list[Finding]:
-    """Median batch sharpness over the last third, relative to the threshold."""
-    ratio = batch / threshold
-    ratio = ratio[np.isfinite(ratio)][-max(1, len(ratio) // 3):]
+    """Median batch sharpness over its last third (steps with a finite threshold), relative to the
+    threshold."""
+    known = np.isfinite(threshold) & np.isfinite(batch)
+    steps, ratio = steps[known], batch[known] / threshold[known]
     if len(ratio) == 0:
         return []
-    med = float(np.median(ratio))
-    return [Finding("sharpness", "info", f"Batch sharpness sat at a median {of_threshold(med)} over the "
-                    "last third of the run.", int(steps[-1]), med, "× threshold")]
-
-
-def of_threshold(ratio: float) -> str:
-    """A ratio to the threshold as a reader takes it in: 0.05% of it, 87% of it, 1.30× it."""
-    if ratio >= 1:
-        return f"{ratio:.2f}× the threshold"
-    return f"{ratio:.0%} of the threshold" if ratio >= 0.01 else f"{ratio * 100:.2g}% of the threshold"
+    n = max(1, len(ratio) // 3)
+    value, unit = of_threshold(float(np.median(ratio[-n:])))
+    return [Finding("sharpness", "info", f"Batch sharpness sat at a median {value:g}{unit} over its last "
+                    f"{n} values (steps {steps[-n]}–{steps[-1]}).", int(steps[-1]), value, unit)]
