@@ -16,7 +16,7 @@ from engine.data import BatchOrder, load_data
 from engine.models import build_model
 from engine.trainer import configure_threads, lr_at, make_optimizer
 
-# sharpness without its time budget: which steps it measures must not depend on the machine here
+# sharpness at every cadence step (budget 0: no cap), so both runs measure the same, many steps
 PLUGINS = {"sharpness": {"every": 10, "batch_every": 0, "probe_size": 256, "budget": 0.0}, "calibration": {}}
 
 
