@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-BUILTIN: dict[str, str] = {}  # source name → module, e.g. "engine.sources.opposing"
+BUILTIN: dict[str, str] = {  # source name → module
+    "synthetic-opposing": "engine.sources.opposing",
+}
 
 
 def names() -> tuple[str, ...]:

@@ -1,0 +1,395 @@
+"""Outliers with opposing signals (Rosenfeld & Risteski): which training samples pull the network in
+opposite directions, over what, and did they move when the loss spiked? On plain arrays (numpy,
+scipy), usable from a notebook without the engine.
+
+The method, on a window of per-sample losses recorded at consecutive steps:
+
+1. **Candidates**: samples whose loss is unstable, by the paper's recipe (Σ|Δloss| over the window),
+   kept where that is a robust outlier (``CANDIDATE_Z`` MADs above the median). On its own this is
+   not enough: a hard sample swings with the edge-of-stability oscillation too.
+2. **Groups**: candidates whose loss changes move together (average-linkage clusters of their
+   Δloss traces: the sign structure of an oscillation), split again wherever the members pull in
+   different directions (their per-sample gradients, bisected while the halves' mean gradients
+   point apart).
+3. **Pairs**: two groups whose mean gradients oppose, whose mean losses move in anti-phase, and
+   whose members share a feature, an input or embedding dimension, that the stable rest of the
+   data lacks (most members of each side far beyond the rest: further from its median than
+   twice its 99th percentile, or its 1st).
+   Gradient opposition and anti-phase alone are common at the edge of stability; the shared
+   feature is what makes them *outliers with opposing signals*. Each side is then the members
+   that have the feature (others move along without it). Groups without a partner are unpaired.
+
+Per-sample gradients are those of the output layer, ``∂ℓᵢ/∂W = eᵢ ⊗ hᵢ`` with ``eᵢ = ∂ℓᵢ/∂logits``
+and ``hᵢ`` the layer's input (with a 1 for the bias), averaged over a few consecutive steps so that
+both phases of a period-2 oscillation count. They are kept in that factored form: every inner
+product needed is ``(eᵢ·eⱼ)(hᵢ·hⱼ)``, so memory grows with classes plus width, not their product.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+
+CANDIDATE_Z = 3.0  # robust z-score of Σ|Δloss| above which a sample is unstable
+MAX_CANDIDATES = 512  # the most unstable samples grouped at once (the work grows with its square)
+COMOVE_CORRELATION = 0.5  # average correlation of loss changes inside a group
+ALIGNED_COSINE = 0.5  # a group is split while its halves' mean gradients have a cosine below this
+OUTER_QUANTILE = 0.99  # "beyond the rest": further from the rest's median than FENCE times its
+FENCE = 2.0  # 99th percentile (or its 1st); for a normal dimension 4.7 standard deviations
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss histories
+# ---------------------------------------------------------------------------------------------
+def loss_changes(steps: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Δloss between rows recorded at consecutive steps, (M, n); rows further apart (between two
+    bursts of recording) give none, so a change always spans exactly one optimizer step."""
+    steps = np.asarray(steps)
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.ndim != 2 or len(steps) != len(losses):
+        raise ValueError(f"losses: got shape {losses.shape} for {len(steps)} steps; expected (steps, samples)")
+    consecutive = np.flatnonzero(np.diff(steps) == 1)
+    return losses[consecutive + 1] - losses[consecutive]
+
+
+def instability(changes: np.ndarray) -> np.ndarray:
+    """Σ|Δloss| over the window, per sample (Rosenfeld & Risteski's selection score)."""
+    return np.abs(changes).sum(axis=0)
+
+
+def robust_z(scores: np.ndarray) -> np.ndarray:
+    """(score − median) in units of 1.4826·MAD; all zeros where the scores do not vary."""
+    med = np.median(scores)
+    mad = 1.4826 * np.median(np.abs(scores - med))
+    return (scores - med) / mad if mad > 0 else np.zeros_like(scores)
+
+
+def unstable(scores: np.ndarray, z: float = CANDIDATE_Z, limit: int = MAX_CANDIDATES) -> np.ndarray:
+    """Positions of the samples whose score is a robust outlier, the most unstable first."""
+    zs = robust_z(scores)
+    order = np.argsort(-zs, kind="stable")[:limit]
+    return order[zs[order] > z]
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two traces; 0 where either is constant."""
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b) / den if den > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-sample gradients of the output layer, factored
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class GradientSignals:
+    """Output-layer gradients of each sample's loss at K consecutive steps: ``errors`` (K, n, C) is
+    ∂ℓᵢ/∂logits, ``inputs`` (K, n, D) the output layer's input (a bias column is added here)."""
+
+    errors: np.ndarray
+    inputs: np.ndarray
+
+    def __post_init__(self):
+        self.errors = np.asarray(self.errors, dtype=np.float64)
+        inputs = np.asarray(self.inputs, dtype=np.float64)
+        if self.errors.ndim != 3 or inputs.ndim != 3 or self.errors.shape[:2] != inputs.shape[:2]:
+            raise ValueError(f"errors {self.errors.shape} and inputs {inputs.shape}: expected (K, n, C) "
+                             "and (K, n, D) for the same K steps and n samples")
+        self.inputs = np.concatenate([inputs, np.ones((*inputs.shape[:2], 1))], axis=2)
+
+    def gram(self, idx: np.ndarray) -> np.ndarray:
+        """Inner products of the step-averaged gradients of the samples ``idx``, (len, len)."""
+        e, h = self.errors[:, idx], self.inputs[:, idx]
+        k = len(e)
+        return sum((e[s] @ e[t].T) * (h[s] @ h[t].T) for s in range(k) for t in range(k)) / k ** 2
+
+
+def mean_cosine(gram: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine between the mean gradients of the sets ``a`` and ``b`` (positions in ``gram``)."""
+    den = math.sqrt(max(gram[np.ix_(a, a)].sum(), 0.0) * max(gram[np.ix_(b, b)].sum(), 0.0))
+    return float(gram[np.ix_(a, b)].sum()) / den if den > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups
+# ---------------------------------------------------------------------------------------------
+def comoving(changes: np.ndarray, min_correlation: float = COMOVE_CORRELATION) -> list[np.ndarray]:
+    """Clusters of columns of ``changes`` whose traces correlate, on average, at least this much."""
+    moving = np.flatnonzero(changes.std(axis=0) > 0)
+    if len(moving) < 2:
+        return [moving] if len(moving) else []
+    tree = linkage(changes[:, moving].T, "average", metric="correlation")
+    labels = fcluster(tree, 1 - min_correlation, "distance")
+    return [moving[labels == c] for c in np.unique(labels)]
+
+
+def split_by_direction(gram: np.ndarray, idx: np.ndarray, min_size: int,
+                       aligned: float = ALIGNED_COSINE) -> list[np.ndarray]:
+    """``idx`` bisected by gradient direction (average linkage on cosine distance) for as long as
+    the two halves' mean gradients have a cosine below ``aligned``: members that move together but
+    pull different ways are different groups."""
+    if len(idx) < 2 * min_size:
+        return [idx]
+    sub = gram[np.ix_(idx, idx)]
+    norm = np.sqrt(np.clip(np.diag(sub), 1e-300, None))
+    distance = 1 - np.clip(sub / np.outer(norm, norm), -1, 1)
+    halves = fcluster(linkage(squareform(distance, checks=False), "average"), 2, "maxclust")
+    a, b = np.flatnonzero(halves == 1), np.flatnonzero(halves == 2)
+    if len(a) == 0 or len(b) == 0 or mean_cosine(sub, a, b) >= aligned:
+        return [idx]
+    return [*split_by_direction(gram, idx[a], min_size, aligned),
+            *split_by_direction(gram, idx[b], min_size, aligned)]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input or embedding dimension that sets samples apart from the rest of the data."""
+
+    space: str  # "input" or "embedding"
+    index: int  # flat index into that space
+    smd: float  # standardised mean difference from the rest, in the rest's standard deviations
+    share: float  # share of the members far beyond the rest (see FeatureSpace.beyond)
+
+
+@dataclass
+class Group:
+    """Unstable samples that move together and pull the same way."""
+
+    members: np.ndarray  # positions in the arrays given (sorted)
+    instability: float  # members' mean Σ|Δloss| over the window
+    swing: float  # Σ|Δ(group-mean loss)| over the window
+    feature: Feature | None  # the dimension with the largest standardised mean difference
+    changes: np.ndarray = field(repr=False)  # the group-mean loss change at each step of the window
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass
+class Pair:
+    """Two groups with opposing signals: gradients opposed, losses in anti-phase, a shared feature."""
+
+    a: Group
+    b: Group
+    grad_cos: float  # cosine between the two groups' mean gradients
+    loss_corr: float  # correlation of the two groups' mean loss changes
+    feature: Feature  # shared: smd and share are the smaller of the two sides'
+
+    @property
+    def swing(self) -> float:
+        return self.a.swing + self.b.swing
+
+
+@dataclass
+class Analysis:
+    pairs: list[Pair]  # strongest swing first
+    unpaired: list[Group]
+    candidates: np.ndarray  # positions of the unstable samples
+    scores: np.ndarray  # Σ|Δloss| of every sample
+
+
+class FeatureSpace:
+    """Where the stable rest of the data lies on each dimension of one feature space (inputs or
+    embeddings), against which unstable groups are described."""
+
+    def __init__(self, name: str, values: np.ndarray, rest: np.ndarray):
+        self.name = name
+        self.values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+        others = self.values[rest] if rest.any() else self.values
+        self.mean = others.mean(axis=0)
+        spread = others.std(axis=0)
+        self.std = np.maximum(spread, 1e-9 * max(float(spread.max()), 1e-300))
+        low, median, high = np.quantile(others, (1 - OUTER_QUANTILE, 0.5, OUTER_QUANTILE), axis=0)
+        self.high, self.low = median + FENCE * (high - median), median - FENCE * (median - low)
+
+    def smd(self, members: np.ndarray) -> np.ndarray:
+        return (self.values[members].mean(axis=0) - self.mean) / self.std
+
+    def beyond(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(members, dims) masks: beyond the rest's upper fence, and beyond its lower one."""
+        v = self.values[members]
+        return v > self.high, v < self.low
+
+    def distinguishing(self, members: np.ndarray) -> Feature:
+        d = self.smd(members)
+        j = int(np.argmax(np.abs(d)))
+        above, below = self.beyond(members)
+        return Feature(self.name, j, float(d[j]), float((above if d[j] > 0 else below)[:, j].mean()))
+
+    def shared(self, a: np.ndarray, b: np.ndarray) -> Feature:
+        """The dimension most members of both sides have beyond the rest, on the same side of it;
+        its ``smd`` is the smaller of the two sides' (negative: the feature is a low value)."""
+        (above_a, below_a), (above_b, below_b) = self.beyond(a), self.beyond(b)
+        up = np.minimum(above_a.mean(axis=0), above_b.mean(axis=0))
+        down = np.minimum(below_a.mean(axis=0), below_b.mean(axis=0))
+        share = np.maximum(up, down)
+        j = int(np.argmax(share))
+        sign = 1 if up[j] >= down[j] else -1
+        d = min(abs(self.smd(a)[j]), abs(self.smd(b)[j])) * sign
+        return Feature(self.name, j, float(d), float(share[j]))
+
+    def holds(self, members: np.ndarray, feature: Feature) -> np.ndarray:
+        """Which members lie beyond the rest on the feature's dimension, on its side."""
+        above, below = self.beyond(members)
+        return (above if feature.smd > 0 else below)[:, feature.index]
+
+
+def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: GradientSignals,
+                         features: dict[str, np.ndarray], *, min_group: int = 5,
+                         gradient_cosine: float = -0.5, loss_correlation: float = -0.5,
+                         feature_share: float = 0.5) -> Analysis:
+    """Pairs of opposing-signal groups, and unpaired unstable groups, among n samples.
+
+    ``steps`` (T,) and ``losses`` (T, n): per-sample losses at recorded steps (changes are taken
+    only between consecutive steps). ``signals``: output-layer gradients of the same n samples.
+    ``features``: name → (n, ...) arrays to look for the distinguishing feature in ("input",
+    "embedding"). Two groups pair when their mean gradients have a cosine below
+    ``gradient_cosine``, their mean loss changes a correlation below ``loss_correlation``, and at
+    least ``feature_share`` of each side's members lie far beyond the stable samples (``FENCE``
+    times as far from their median as their 99th percentile, or their 1st) on one common dimension. Each side of a pair is then the members
+    that have that feature; the others (samples dragged along) are a group of their own.
+    """
+    changes = loss_changes(steps, losses)
+    n = changes.shape[1]
+    scores = instability(changes)
+    candidates = unstable(scores) if len(changes) >= 2 else np.zeros(0, dtype=np.int64)
+    gram = signals.gram(candidates)
+    parts = [part for cluster in comoving(changes[:, candidates])
+             for part in split_by_direction(gram, cluster, min_group) if len(part) >= min_group]
+    stable = np.ones(n, dtype=bool)
+    stable[candidates] = False
+    spaces = {name: FeatureSpace(name, values, stable) for name, values in features.items()}
+
+    def group(part: np.ndarray) -> Group:
+        members = candidates[part]
+        order = np.argsort(members)
+        members, part = members[order], part[order]
+        mean_change = changes[:, members].mean(axis=1)
+        best = max((s.distinguishing(members) for s in spaces.values()), key=lambda f: abs(f.smd), default=None)
+        return Group(members, float(scores[members].mean()), float(np.abs(mean_change).sum()), best,
+                     mean_change)
+
+    found = []  # (gradient cosine, i, j, part of i, part of j, shared feature)
+    for i in range(len(parts)):
+        for j in range(i + 1, len(parts)):
+            pi, pj = parts[i], parts[j]
+            if (mean_cosine(gram, pi, pj) >= gradient_cosine or not spaces or correlation(
+                    changes[:, candidates[pi]].mean(axis=1), changes[:, candidates[pj]].mean(axis=1))
+                    >= loss_correlation):
+                continue
+            shared = max((s.shared(candidates[pi], candidates[pj]) for s in spaces.values()),
+                         key=lambda f: f.share)
+            if shared.share < feature_share:
+                continue
+            space = spaces[shared.space]
+            si, sj = pi[space.holds(candidates[pi], shared)], pj[space.holds(candidates[pj], shared)]
+            if min(len(si), len(sj)) >= min_group:
+                found.append((mean_cosine(gram, si, sj), i, j, si, sj, shared))
+    pairs, used, followers = [], set(), []
+    for cos, i, j, si, sj, shared in sorted(found, key=lambda f: f[0]):  # most opposed first
+        if i in used or j in used:
+            continue
+        used.update((i, j))
+        a, b = group(si), group(sj)
+        pairs.append(Pair(a, b, cos, correlation(a.changes, b.changes), shared))
+        followers += [rest for whole, side in ((parts[i], si), (parts[j], sj))
+                      if len(rest := np.setdiff1d(whole, side)) >= min_group]
+    pairs.sort(key=lambda p: -p.swing)
+    unpaired = [group(p) for k, p in enumerate(parts) if k not in used] + [group(p) for p in followers]
+    unpaired.sort(key=lambda g: -g.swing)
+    return Analysis(pairs, unpaired, candidates, scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing and following pairs
+# ---------------------------------------------------------------------------------------------
+def feature_name(feature: Feature, input_shape: tuple) -> str:
+    """A dimension as a person reads it: "input pixel (row 0, column 1)", "embedding unit 12"."""
+    if feature.space != "input":
+        return f"{feature.space} unit {feature.index}"
+    shape = tuple(input_shape)
+    if len(shape) == 3:
+        c, r, col = np.unravel_index(feature.index, shape)
+        where = f"row {r}, column {col}" if shape[0] == 1 else f"channel {c}, row {r}, column {col}"
+        return f"input pixel ({where})"
+    if len(shape) == 2:
+        r, col = np.unravel_index(feature.index, shape)
+        return f"input pixel (row {r}, column {col})"
+    return f"input feature {feature.index}"
+
+
+def overlap(a, b) -> float:
+    """Jaccard overlap of two id sets."""
+    a, b = set(map(int, a)), set(map(int, b))
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def continues(new: tuple, old: tuple, min_overlap: float = 0.5) -> bool:
+    """Whether the pair ``new`` (its sides' ids) is the pair ``old`` again, sides in either order."""
+    (a, b), (oa, ob) = new, old
+    return max(min(overlap(a, oa), overlap(b, ob)), min(overlap(a, ob), overlap(b, oa))) >= min_overlap
+
+
+def assign_slots(previous: list[tuple | None], pairs: list[tuple], slots: int) -> list[int | None]:
+    """A slot for each new pair: the slot of the earlier pair it continues, else an empty slot,
+    else the slot of a pair that is gone, else None (more pairs than slots). So a pair keeps its
+    column of ``pair_loss`` from one analysis to the next."""
+    previous = list(previous) + [None] * (slots - len(previous))
+    taken: list[int | None] = []
+    for pair in pairs:
+        match = next((k for k, old in enumerate(previous) if old is not None and k not in taken
+                      and continues(pair, old)), None)
+        if match is None:
+            empty = [k for k in range(slots) if k not in taken and previous[k] is None]
+            gone = [k for k in range(slots) if k not in taken and previous[k] is not None
+                    and not any(continues(p, previous[k]) for p in pairs)]
+            match = (empty + gone or [None])[0]
+        taken.append(match)
+    return taken
+
+
+@dataclass(frozen=True)
+class Move:
+    """How far a pair's group-mean losses moved at one step, from their running median before it."""
+
+    slot: int
+    step: int  # the recorded step the change is read at (the nearest at or before the asked step)
+    before: tuple[float, float]  # each side's median over the preceding window
+    at: tuple[float, float]  # each side's mean loss at the step
+
+    @property
+    def change(self) -> tuple[float, float]:
+        return self.at[0] - self.before[0], self.at[1] - self.before[1]
+
+    @property
+    def size(self) -> float:
+        """The larger of the two sides' absolute changes."""
+        return max(abs(c) for c in self.change)
+
+
+def moves_at(steps: np.ndarray, pair_loss: np.ndarray, step: int, since: dict[int, int],
+             window: int = 50, tolerance: int = 1) -> list[Move]:
+    """Each tracked pair's move at ``step``, the largest first. ``pair_loss`` (T, P, 2): group-mean
+    losses of both sides of each pair slot at ``steps`` (NaN where a slot is empty); ``since``:
+    slot → the step its current pair was first tracked there (rows before it belong to another
+    pair). The move is read at the last recorded step at or before ``step`` (at most
+    ``tolerance`` steps back) against each side's median over up to ``window`` recorded steps
+    before it."""
+    steps = np.asarray(steps)
+    values = np.asarray(pair_loss, dtype=np.float64)
+    i = int(np.searchsorted(steps, step, side="right")) - 1
+    if i < 1 or step - steps[i] > tolerance:
+        return []
+    out = []
+    for k, first in since.items():
+        start = max(int(np.searchsorted(steps, first)), i - window)
+        now, past = values[i, k], values[start:i, k]
+        past = past[np.isfinite(past).all(axis=1)]
+        if np.isfinite(now).all() and len(past):
+            base = np.median(past, axis=0)
+            out.append(Move(k, int(steps[i]), (float(base[0]), float(base[1])), (float(now[0]), float(now[1]))))
+    return sorted(out, key=lambda m: -m.size)

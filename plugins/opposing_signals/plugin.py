@@ -1,0 +1,472 @@
+"""Opposing-signals plugin: which groups of training samples pull the network in opposite
+directions, over what feature, and is that what made the loss spike?
+
+It follows every sample of a fixed probe set of the training data. Per-sample losses are recorded
+at consecutive steps, so an oscillation of period 2 is seen as it is: at every step where the
+training batch holds the whole probe set (full-batch training), read from the step's own
+per-sample losses at no cost; otherwise in bursts of ``burst`` steps before each analysis, one
+forward pass over the probe per step. A ring buffer keeps the latest ``window`` recorded steps
+(``window × probe_size`` float32 on the run's device). At the last two steps before an analysis it
+also keeps each probe sample's output-layer gradient in factored form (∂ℓ/∂logits and the layer's
+input), from the step's own forward pass where that covered the probe. Every ``every`` steps
+``analysis.find_opposing_groups`` groups and pairs the unstable samples.
+
+Findings, read back from the run file: the pairs and what they share, unpaired unstable groups,
+and for each training-loss spike (``engine.spikes``) the pair whose losses moved most at that step,
+with the sharpness there when the sharpness plugin ran (``pair_moves`` answers the same question
+for any step).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+
+import numpy as np
+import torch
+
+from engine.models import EmbeddingTap, head_of
+from engine.plugin import Finding, Plugin, RunContext, Series, Setting, StepContext, View
+from engine.spikes import find_spikes
+
+from . import analysis as A
+
+PREFIX = "opposing_signals/"
+GRADIENT_STEPS = 2  # output-layer gradients averaged over both phases of a period-2 oscillation
+FORWARD_CHUNK = 1024  # probe samples per forward pass of a recording burst
+MOVE_WINDOW = 50  # recorded steps a pair's losses are compared against when explaining a step
+SPIKES_EXPLAINED = 3  # the largest spikes of a run each get a finding
+
+
+class OpposingSignalsPlugin(Plugin):
+    name = "opposing_signals"
+    title = "Opposing signals"
+    description = ("Paired groups of training samples that share a strong feature but pull the network "
+                   "in opposite directions (Rosenfeld & Risteski): per-sample losses and output-layer "
+                   "gradients on a fixed probe set, grouped and paired; loss spikes attributed to them.")
+    default_every = 100
+    settings = (
+        Setting("probe_size", 2048, "training samples followed (the same for the whole run)", min=1),
+        Setting("window", 128, "recorded steps each analysis looks back over (a ring buffer of window × "
+                "probe_size losses)", min=4),
+        Setting("burst", 8, "consecutive steps recorded before each analysis when the training batch does "
+                "not hold the whole probe set (each costs a forward pass over it)", min=GRADIENT_STEPS),
+        Setting("min_group", 5, "fewest samples a group may have", min=2),
+        Setting("max_pairs", 3, "most pairs tracked at once", min=1, max=10),
+        Setting("gradient_cosine", -0.5, "a pair's mean gradients have a cosine below this", min=-1.0, max=0.0),
+        Setting("loss_correlation", -0.5, "a pair's mean loss changes correlate below this (anti-phase)",
+                min=-1.0, max=0.0),
+        Setting("feature_share", 0.5, "share of each side's members that must lie beyond the rest of the "
+                "data on a common feature", min=0.0, max=1.0),
+        Setting("thumbnails", 8, "example images per side of the top pair (image data)", min=1, max=32),
+    )
+
+    def __init__(self, settings, every, on):
+        super().__init__(settings, every, on)
+        self.probe = None
+        self.last_step = 0
+        self.pairs: list[tuple[list[int], list[int]] | None] = []  # the ids of each slot's pair
+        self.since: list[int] = []  # the step each slot's pair was first tracked there
+        self.weights = None  # (2·max_pairs + 1, n): rows that average the probe's losses per side
+        self.signals: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, ∂ℓ/∂logits, head input)
+        self.head_input = None
+        self.armed = False
+
+    # -- cadence --------------------------------------------------------------------------------
+    @property
+    def _every(self) -> int:
+        return self.every or self.default_every
+
+    def _analysis_step(self, step: int) -> int:
+        """The first analysis at or after ``step``: every ``every`` steps and at the last one."""
+        return min(-(-step // self._every) * self._every, self.total_steps)
+
+    def _records(self, step: int) -> bool:
+        return self.free or self._analysis_step(step) - step < self.settings["burst"]
+
+    def _captures(self, step: int) -> bool:
+        return self._analysis_step(step) - step < GRADIENT_STEPS
+
+    def wants_step(self, step: int) -> bool:
+        return self._records(step)
+
+    # -- declarations -------------------------------------------------------------------------
+    def series(self, run: RunContext) -> list[Series]:
+        s = self.settings
+        self.image_shape = _image_shape(run.input_shape)
+        out = [
+            Series("groups", (), "json", description="one row per analysis: pairs {a, b: sample ids, grad_cos, "
+                   "loss_corr, feature, ...} and unpaired groups {ids, ...} (docs/run-file.md)"),
+            Series("top_pair_loss", (3,), unit="loss", description="mean loss of side A and side B of the "
+                   "top pair, and of the rest of the probe set, at each recorded step"),
+            Series("pair_loss", (s["max_pairs"], 2), unit="loss", description="mean loss of both sides of "
+                   "each tracked pair slot at each recorded step (NaN: empty slot)"),
+            Series("counts", (2,), description="pairs and unpaired unstable groups found at each analysis"),
+            Series("table", (), "json", description="the groups of the latest analysis as a table"),
+        ]
+        if self.image_shape:
+            out.append(Series("thumbnails", (2 * s["thumbnails"], *self.image_shape),
+                              description="inputs of the top pair's most unstable members, side A then B"))
+        return out
+
+    def views(self) -> list[View]:
+        out = [
+            View("line", "Opposing pair: group losses", (PREFIX + "top_pair_loss",),
+                 "Mean loss of each side of the strongest opposing pair: in anti-phase, one side's loss "
+                 "rises as the other's falls, while the rest of the data stays smooth.",
+                 {"labels": ["side A", "side B", "rest of the probe"], "y_label": "mean loss"}),
+            View("table", "Unstable groups", (PREFIX + "table",),
+                 "Groups of samples whose losses move together and whose gradients point the same way; "
+                 "pairs oppose each other over a feature both share and the rest of the data lacks."),
+            View("line", "Groups found", (PREFIX + "counts",), "How many opposing pairs and unpaired "
+                 "unstable groups each analysis found.", {"labels": ["pairs", "unpaired groups"]}),
+        ]
+        if self.image_shape:
+            k = self.settings["thumbnails"]
+            out.append(View("image_grid", "Opposing pair: example samples", (PREFIX + "thumbnails",),
+                            "Inputs of the top pair's most unstable members: side A first, then side B.",
+                            {"captions": [f"A{i + 1}" for i in range(k)] + [f"B{i + 1}" for i in range(k)]}))
+        return out
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def setup(self, run: RunContext) -> None:
+        self.run = run
+        self.total_steps = run.total_steps
+        self.probe = run.probe(self.settings["probe_size"])
+        n = len(self.probe.ids)
+        ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        self.free = run.config.sections["data"]["batch_size"] // ranks >= run.train_size
+        self.losses = torch.full((self.settings["window"], n), math.nan, device=run.device)
+        self.steps = np.zeros(self.settings["window"], dtype=np.int64)
+        self.count = 0
+        self.inputs = self.probe.inputs.detach().float().cpu().numpy().reshape(n, -1)
+        self.labels = self.probe.targets.cpu().numpy()
+        self._set_weights()
+        if self.free:  # the step's own forward pass gives the head's input: keep it where needed
+            head_of(run.model).register_forward_pre_hook(self._keep_head_input)
+            run.optimizer.register_step_post_hook(lambda *_: self._arm(self.last_step + 1))
+            self._arm(1)
+
+    def _arm(self, step: int) -> None:
+        """Keep the head's input of the next training forward pass if ``step`` needs gradients."""
+        self.armed = self._captures(step)
+
+    def _keep_head_input(self, module, args) -> None:
+        if self.armed and module.training and torch.is_grad_enabled():  # the step's own pass
+            self.head_input, self.armed = args[0].detach().flatten(1), False
+
+    def on_step(self, ctx: StepContext) -> None:
+        self.last_step = ctx.step
+        losses, outputs, head_input = self._probe_losses(ctx)
+        self.losses[self.count % len(self.steps)] = losses
+        self.steps[self.count % len(self.steps)] = ctx.step
+        self.count += 1
+        if self._captures(ctx.step):
+            errors = _output_errors(ctx.run.per_sample_loss, outputs, self.probe.targets)
+            self.signals = [*self.signals, (ctx.step, errors.cpu(), head_input.float().cpu())][-GRADIENT_STEPS:]
+        if ctx.step == self._analysis_step(ctx.step):
+            self._analyse(ctx, outputs)
+        self._log_pair_losses(ctx, losses)
+
+    def _probe_losses(self, ctx: StepContext):
+        """The probe's per-sample losses at this step, with outputs and head inputs where gradients
+        are wanted: from the step's own batch when it holds the whole probe, else a forward pass."""
+        where = self._positions_in(ctx.ids)
+        if where is not None:
+            at = torch.from_numpy(where).to(ctx.per_sample_loss.device)
+            head, self.head_input = self.head_input, None
+            if not self._captures(ctx.step):
+                return ctx.per_sample_loss[at].float(), ctx.outputs.detach()[at], None
+            if head is not None and len(head) == len(ctx.ids):
+                return ctx.per_sample_loss[at].float(), ctx.outputs.detach()[at], head[at]
+        model = ctx.model
+        was_training = model.training
+        model.eval()
+        tap = EmbeddingTap(model) if self._captures(ctx.step) else None
+        with torch.no_grad(), tap or contextlib.nullcontext():
+            outputs = torch.cat([model(x) for x, _ in self.probe.batches(FORWARD_CHUNK)])
+        model.train(was_training)
+        losses = ctx.run.per_sample_loss(outputs, self.probe.targets).float()
+        return losses, outputs, torch.cat(tap.captured) if tap else None
+
+    def _positions_in(self, ids: np.ndarray) -> np.ndarray | None:
+        """Where each probe sample sits in the batch ``ids``; None unless the batch holds them all."""
+        if len(ids) < len(self.probe.ids):
+            return None
+        lookup = np.full(max(int(ids.max()), int(self.probe.ids.max())) + 1, -1, dtype=np.int64)
+        lookup[ids] = np.arange(len(ids))
+        where = lookup[self.probe.ids]
+        return where if (where >= 0).all() else None
+
+    def _analyse(self, ctx: StepContext, outputs: torch.Tensor) -> None:
+        filled = min(self.count, len(self.steps))
+        order = np.argsort(self.steps[:filled], kind="stable")
+        steps, losses = self.steps[:filled][order], self.losses[:filled].cpu().numpy()[order]
+        _, errors, heads = zip(*[x for x in self.signals if x[0] > ctx.step - GRADIENT_STEPS])
+        signals = A.GradientSignals(torch.stack(errors).numpy(), torch.stack(heads).numpy())
+        s = self.settings
+        result = A.find_opposing_groups(steps, losses, signals, {"input": self.inputs, "embedding": heads[-1].numpy()},
+                                        min_group=s["min_group"], gradient_cosine=s["gradient_cosine"],
+                                        loss_correlation=s["loss_correlation"], feature_share=s["feature_share"])
+        ids = self.probe.ids
+        found = [(ids[p.a.members].tolist(), ids[p.b.members].tolist()) for p in result.pairs]
+        slots = A.assign_slots(self.pairs, found, s["max_pairs"])
+        previous = (self.pairs + [None] * s["max_pairs"])[:s["max_pairs"]]
+        since = (self.since + [ctx.step] * s["max_pairs"])[:s["max_pairs"]]
+        self.pairs = [None] * s["max_pairs"]
+        tracked = []
+        for pair, ids_ab, slot in zip(result.pairs, found, slots):
+            if slot is None:
+                continue
+            if previous[slot] is None or not A.continues(ids_ab, previous[slot]):
+                since[slot] = ctx.step
+            self.pairs[slot] = ids_ab
+            tracked.append((pair, slot))
+        self.since = since
+        self._set_weights(tracked)
+        predicted = outputs.argmax(1).cpu().numpy()
+        describe = Describer(self.run.class_names, ids, self.labels, predicted, losses.mean(axis=0),
+                             self.run.input_shape)
+        doc = {"window": [int(steps[0]), int(steps[-1])], "recorded_steps": len(steps),
+               "candidates": len(result.candidates),
+               "pairs": [describe.pair(p, slot, self.since[slot]) for p, slot in tracked],
+               "unpaired": [describe.group(g) for g in result.unpaired]}
+        ctx.log("groups", doc)
+        ctx.log("counts", np.array([len(tracked), len(result.unpaired)], dtype=np.float64))
+        ctx.log("table", describe.table(doc))
+        if self.image_shape:
+            ctx.log("thumbnails", self._thumbnails(tracked[0][0] if tracked else None, result.scores))
+
+    def _set_weights(self, tracked=()) -> None:
+        """Rows averaging the probe's losses over each slot's sides, the top pair's and the rest."""
+        n, p = len(self.probe.ids), self.settings["max_pairs"]
+        w = torch.zeros(2 * p + 3, n, dtype=torch.float32)
+        w[:2 * p] = math.nan
+        rest = torch.ones(n, dtype=torch.bool)
+        for rank, (pair, slot) in enumerate(tracked):
+            for side, group in enumerate((pair.a, pair.b)):
+                row = torch.zeros(n)
+                row[torch.from_numpy(group.members)] = 1.0 / group.size
+                w[2 * slot + side] = row
+                if rank == 0:
+                    w[2 * p + side] = row
+                    rest[torch.from_numpy(group.members)] = False
+        if not tracked:
+            w[2 * p:2 * p + 2] = math.nan
+        w[2 * p + 2] = rest.float() / rest.sum()
+        self.weights = w.to(self.losses.device)
+
+    def _log_pair_losses(self, ctx: StepContext, losses: torch.Tensor) -> None:
+        p = self.settings["max_pairs"]
+        means = (self.weights @ losses).cpu().numpy().astype(np.float64)  # one transfer per step
+        ctx.log("pair_loss", means[:2 * p].reshape(p, 2))
+        ctx.log("top_pair_loss", means[2 * p:])
+
+    def _thumbnails(self, pair, scores: np.ndarray) -> np.ndarray:
+        k = self.settings["thumbnails"]
+        out = np.full((2 * k, *self.image_shape), np.nan)
+        if pair is not None:
+            for side, group in enumerate((pair.a, pair.b)):
+                top = group.members[np.argsort(-scores[group.members], kind="stable")[:k]]
+                images = self.inputs[top].reshape(len(top), -1, *self.image_shape).mean(axis=1)
+                out[side * k:side * k + len(top)] = images
+        return out
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        if self.probe is None:
+            return {}
+        return {"last_step": self.last_step, "count": self.count, "losses": self.losses.cpu(),
+                "steps": torch.from_numpy(self.steps.copy()),
+                "signals": [[step, e, h] for step, e, h in self.signals],
+                "pairs": [None if p is None else [list(p[0]), list(p[1])] for p in self.pairs],
+                "since": list(self.since), "weights": self.weights.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.last_step, self.count = int(state["last_step"]), int(state["count"])
+        self.losses = state["losses"].to(self.losses.device)
+        self.steps = state["steps"].numpy().copy()
+        self.signals = [(int(step), e, h) for step, e, h in state["signals"]]
+        self.pairs = [None if p is None else (list(p[0]), list(p[1])) for p in state["pairs"]]
+        self.since = list(state["since"])
+        self.weights = state["weights"].to(self.losses.device)
+        if self.free:
+            self._arm(self.last_step + 1)
+
+    # -- reading back ---------------------------------------------------------------------------
+    @classmethod
+    def findings(cls, run) -> list[Finding]:
+        if PREFIX + "groups" not in run.names():
+            return []
+        steps, rows = run.series(PREFIX + "groups")
+        if len(steps) == 0:
+            return []
+        out = pair_findings(steps, rows)
+        if "train/loss" in run.names():
+            out += spike_findings(run)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the hooks
+# ---------------------------------------------------------------------------------------------
+def _image_shape(input_shape) -> tuple[int, int] | None:
+    """(H, W) of image inputs ((C, H, W) or (H, W)); None for anything else."""
+    shape = tuple(input_shape)
+    if len(shape) == 3 and shape[0] in (1, 3, 4):
+        return shape[1:]
+    return shape if len(shape) == 2 else None
+
+
+def _output_errors(per_sample_loss, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """∂ℓᵢ/∂logitsᵢ for every sample, through the run's own loss (no pass through the network)."""
+    out = outputs.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        (errors,) = torch.autograd.grad(per_sample_loss(out, targets).sum(), out)
+    return errors
+
+
+class Describer:
+    """Turns analysis groups into the run file's JSON: ids, classes, predictions, features."""
+
+    def __init__(self, class_names, ids, labels, predicted, losses, input_shape):
+        self.names, self.ids, self.labels, self.predicted = list(class_names), ids, labels, predicted
+        self.losses, self.input_shape = losses, tuple(input_shape)
+
+    def _count(self, classes: np.ndarray) -> dict[str, int]:
+        return {self.names[c]: n for c, n in Counter(classes.tolist()).most_common()}
+
+    def group(self, g: A.Group) -> dict:
+        m = g.members
+        f = g.feature
+        return {"ids": self.ids[m].tolist(), "size": g.size, "classes": self._count(self.labels[m]),
+                "predicted": self._count(self.predicted[m]), "mean_loss": float(self.losses[m].mean()),
+                "instability": g.instability,
+                "feature": A.feature_name(f, self.input_shape) if f else "",
+                "feature_smd": f.smd if f else 0.0, "feature_share": f.share if f else 0.0}
+
+    def pair(self, p: A.Pair, slot: int, since: int) -> dict:
+        return {"a": self.ids[p.a.members].tolist(), "b": self.ids[p.b.members].tolist(),
+                "grad_cos": p.grad_cos, "loss_corr": p.loss_corr,
+                "feature": A.feature_name(p.feature, self.input_shape), "feature_share": p.feature.share,
+                "feature_smd": p.feature.smd, "slot": slot, "since": since,
+                "sides": [self.group(p.a), self.group(p.b)]}
+
+    def table(self, doc: dict) -> dict:
+        columns = ["group", "size", "classes", "predicted", "mean loss", "feature", "opposes", "grad cos",
+                   "loss corr"]
+        rows = []
+        for k, pair in enumerate(doc["pairs"]):
+            for side, other in (("A", "B"), ("B", "A")):
+                g = pair["sides"][0 if side == "A" else 1]
+                rows.append([f"pair {k + 1} {side}", g["size"], _classes(g["classes"]), _classes(g["predicted"]),
+                             g["mean_loss"], pair["feature"], f"pair {k + 1} {other}", pair["grad_cos"],
+                             pair["loss_corr"]])
+        for k, g in enumerate(doc["unpaired"]):
+            rows.append([f"unpaired {k + 1}", g["size"], _classes(g["classes"]), _classes(g["predicted"]),
+                         g["mean_loss"], g["feature"], "", "", ""])
+        return {"columns": columns, "rows": rows}
+
+
+def _classes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name}: {n}" for name, n in counts.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Findings and explanations, from the run file
+# ---------------------------------------------------------------------------------------------
+def _sides(pair: dict) -> str:
+    """'24 samples of class 0 and 25 of class 1'."""
+    a, b = (side["classes"] for side in pair["sides"])
+    return f"{len(pair['a'])} samples of {_main(a)} and {len(pair['b'])} of {_main(b)}"
+
+
+def _main(classes: dict[str, int]) -> str:
+    name, n = next(iter(classes.items()))
+    total = sum(classes.values())
+    return f"class {name}" if n == total else f"mostly class {name} ({n} of {total})"
+
+
+def pair_findings(steps: np.ndarray, rows: list[dict]) -> list[Finding]:
+    """The latest analysis's pairs, when pairs first appeared, and unpaired groups."""
+    last, doc = int(steps[-1]), rows[-1]
+    first = next((int(s) for s, r in zip(steps, rows) if r["pairs"]), None)
+    if first is None:
+        return [Finding("opposing_signals", "ok", f"No paired groups with opposing signals in "
+                        f"{len(steps)} analyses up to step {last}.", last, float(len(steps)), "analyses")]
+    out = []
+    if doc["pairs"]:
+        for k, p in enumerate(doc["pairs"]):
+            out.append(Finding("opposing_signals", "warning", (
+                f"Opposing signals at step {last}: {_sides(p)} share {p['feature']} "
+                f"({p['feature_share']:.0%} of each side beyond the rest of the data) and pull the network "
+                f"in opposite directions: mean gradients at cosine {p['grad_cos']:.2f}, loss changes "
+                f"correlated at {p['loss_corr']:.2f} (pair {k + 1})."), last, float(p["grad_cos"]), "cosine"))
+    else:
+        out.append(Finding("opposing_signals", "info", f"Opposing pairs were found from step {first} on, "
+                           f"but none at the latest analysis (step {last}).", last, 0.0, "pairs"))
+    out.append(Finding("opposing_signals", "info", f"The first opposing pair appeared at step {first}.",
+                       first, float(first), "step"))
+    if doc["unpaired"]:
+        big = doc["unpaired"][0]
+        out.append(Finding("opposing_signals", "info", (
+            f"{len(doc['unpaired'])} unstable group(s) had no opposing partner at step {last}; the "
+            f"strongest: {big['size']} samples of {_main(big['classes'])}."), last,
+            float(len(doc["unpaired"])), "groups"))
+    return out
+
+
+def pair_moves(run, step: int) -> list[tuple[dict, A.Move]]:
+    """Which tracked opposing pairs' losses moved at ``step``, and by how much, largest move first:
+    each pair's entry in the ``groups`` row then in force, with its move (``analysis.moves_at``)."""
+    names = run.names()
+    if PREFIX + "groups" not in names or PREFIX + "pair_loss" not in names:
+        return []
+    at, doc = run.row_at(PREFIX + "groups", step)
+    if doc is None or at > step:
+        return []
+    by_slot = {p["slot"]: p for p in doc["pairs"]}
+    steps, values = run.series(PREFIX + "pair_loss")
+    moves = A.moves_at(steps, values, step, {k: p["since"] for k, p in by_slot.items()}, MOVE_WINDOW)
+    return [(by_slot[m.slot], m) for m in moves]
+
+
+def sharpness_at(run, step: int) -> str:
+    """'; sharpness λ_max was 10.3 at step 1600 (1.03× the threshold)', where it was measured."""
+    names = run.names()
+    if "sharpness/lambda_max" not in names:
+        return ""
+    at, lam = run.row_at("sharpness/lambda_max", step)
+    if lam is None:
+        return ""
+    lam = float(np.ravel(lam)[0])
+    text = f"; sharpness λ_max was {lam:.3g} at step {at}"
+    if "sharpness/threshold" in names:
+        _, threshold = run.row_at("sharpness/threshold", at)
+        if threshold is not None and math.isfinite(float(threshold)) and float(threshold) > 0:
+            text += f" ({lam / float(threshold):.2f}× the edge-of-stability threshold {float(threshold):.3g})"
+    return text
+
+
+def spike_findings(run) -> list[Finding]:
+    """For each of the largest training-loss spikes, the opposing pair whose losses moved most."""
+    steps, loss = run.series("train/loss")
+    spikes = sorted(find_spikes(steps, loss), key=lambda s: -s.ratio)[:SPIKES_EXPLAINED]
+    out = []
+    for spike in sorted(spikes, key=lambda s: s.step):
+        head = (f"At step {spike.step} the training loss spiked to {spike.ratio:.2f}× its running median "
+                f"({spike.loss:.4g} against {spike.median:.4g})")
+        moves = pair_moves(run, spike.step)
+        if not moves:
+            out.append(Finding("opposing_signals", "info", head + "; no opposing pair was tracked then"
+                               + sharpness_at(run, spike.step) + ".", spike.step, spike.ratio, "× median"))
+            continue
+        pair, move = moves[0]
+        (da, db), (ba, bb), (na, nb) = move.change, move.before, move.at
+        out.append(Finding("opposing_signals", "warning", (
+            f"{head}; the opposing pair that moved most, {_sides(pair)} over {pair['feature']}: side A's "
+            f"mean loss went from {ba:.4g} to {na:.4g} ({da:+.3g}), side B's from {bb:.4g} to {nb:.4g} "
+            f"({db:+.3g}){sharpness_at(run, spike.step)}."), spike.step, spike.ratio, "× median"))
+    return out
