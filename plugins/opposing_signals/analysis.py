@@ -328,10 +328,14 @@ def overlap(a, b) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
-def continues(new: tuple, old: tuple, min_overlap: float = 0.5) -> bool:
-    """Whether the pair ``new`` (its sides' ids) is the pair ``old`` again, sides in either order."""
+def orientation(new: tuple, old: tuple, min_overlap: float = 0.5) -> int:
+    """1 if the pair ``new`` (its sides' ids) is the pair ``old`` again, sides in the same order;
+    -1 if it is, sides swapped; 0 if it is another pair."""
     (a, b), (oa, ob) = new, old
-    return max(min(overlap(a, oa), overlap(b, ob)), min(overlap(a, ob), overlap(b, oa))) >= min_overlap
+    same, swapped = min(overlap(a, oa), overlap(b, ob)), min(overlap(a, ob), overlap(b, oa))
+    if max(same, swapped) < min_overlap:
+        return 0
+    return 1 if same >= swapped else -1
 
 
 def assign_slots(previous: list[tuple | None], pairs: list[tuple], slots: int) -> list[int | None]:
@@ -342,11 +346,11 @@ def assign_slots(previous: list[tuple | None], pairs: list[tuple], slots: int) -
     taken: list[int | None] = []
     for pair in pairs:
         match = next((k for k, old in enumerate(previous) if old is not None and k not in taken
-                      and continues(pair, old)), None)
+                      and orientation(pair, old)), None)
         if match is None:
             empty = [k for k in range(slots) if k not in taken and previous[k] is None]
             gone = [k for k in range(slots) if k not in taken and previous[k] is not None
-                    and not any(continues(p, previous[k]) for p in pairs)]
+                    and not any(orientation(p, previous[k]) for p in pairs)]
             match = (empty + gone or [None])[0]
         taken.append(match)
     return taken

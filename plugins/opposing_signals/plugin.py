@@ -19,6 +19,7 @@ for any step).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections import Counter
 
@@ -218,8 +219,12 @@ class OpposingSignalsPlugin(Plugin):
         for pair, ids_ab, slot in zip(result.pairs, found, slots):
             if slot is None:
                 continue
-            if previous[slot] is None or not A.continues(ids_ab, previous[slot]):
+            turn = A.orientation(ids_ab, previous[slot]) if previous[slot] is not None else 0
+            if turn == 0:  # a new pair: side A is the one whose main class comes first
                 since[slot] = ctx.step
+                turn = 1 if self._main_class(pair.a) <= self._main_class(pair.b) else -1
+            if turn < 0:
+                pair, ids_ab = dataclasses.replace(pair, a=pair.b, b=pair.a), ids_ab[::-1]
             self.pairs[slot] = ids_ab
             tracked.append((pair, slot))
         self.since = since
@@ -236,6 +241,10 @@ class OpposingSignalsPlugin(Plugin):
         ctx.log("table", describe.table(doc))
         if self.image_shape:
             ctx.log("thumbnails", self._thumbnails(tracked[0][0] if tracked else None, result.scores))
+
+    def _main_class(self, group: A.Group) -> tuple[int, int]:
+        labels = self.labels[group.members]
+        return int(np.bincount(labels).argmax()), int(self.probe.ids[group.members[0]])
 
     def _set_weights(self, tracked=()) -> None:
         """Rows averaging the probe's losses over each slot's sides, the top pair's and the rest."""
@@ -411,10 +420,10 @@ def pair_findings(steps: np.ndarray, rows: list[dict]) -> list[Finding]:
                        first, float(first), "step"))
     if doc["unpaired"]:
         big = doc["unpaired"][0]
+        n = len(doc["unpaired"])
         out.append(Finding("opposing_signals", "info", (
-            f"{len(doc['unpaired'])} unstable group(s) had no opposing partner at step {last}; the "
-            f"strongest: {big['size']} samples of {_main(big['classes'])}."), last,
-            float(len(doc["unpaired"])), "groups"))
+            f"At step {last}, {n} unstable group{'s' if n > 1 else ''} had no opposing partner; the "
+            f"strongest: {big['size']} samples of {_main(big['classes'])}."), last, float(n), "groups"))
     return out
 
 
