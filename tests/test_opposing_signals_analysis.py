@@ -174,25 +174,14 @@ def test_feature_names_read_like_the_data():
     assert A.feature_name(A.Feature("embedding", 3, 2.0, 0.7), (20,)) == "embedding unit 3"
 
 
-def test_a_pair_keeps_its_slot_and_a_new_one_takes_a_free_slot():
-    a, b, c, d = list(range(10)), list(range(10, 20)), list(range(30, 40)), list(range(40, 50))
-    previous = [(a, b), None, None]
-    # the first pair again, sides swapped and one member changed; then a new pair
-    assert A.assign_slots(previous, [(c, d), (b[1:] + [99], a)], 3) == [1, 0]
-    # a vanished pair's slot is reused only when no empty slot is left
-    assert A.assign_slots([(a, b), (c, d)], [(list(range(60, 70)), list(range(70, 80)))], 2) == [0]
-    assert A.assign_slots([(a, b)], [(c, d), (b, a)], 1) == [None, 0]
-
-
-def test_moves_at_measures_each_side_against_its_median_before_the_step():
-    steps = np.arange(1, 101)
-    loss = np.full((100, 2, 2), np.nan)
-    loss[:, 0] = [0.2, 0.3]
-    loss[60, 0] = [0.9, 0.1]  # slot 0 moves at step 61
-    loss[40:, 1] = [0.5, 0.5]  # slot 1 tracked from step 41, flat
-    moves = A.moves_at(steps, loss, 61, {0: 1, 1: 41})
-    assert [m.slot for m in moves] == [0, 1]
-    assert moves[0].before == pytest.approx((0.2, 0.3)) and moves[0].change == pytest.approx((0.7, -0.2))
-    assert moves[0].size == pytest.approx(0.7) and moves[1].size == 0
-    assert A.moves_at(steps, loss, 500, {0: 1}) == []  # no row near the step
-    assert A.moves_at(steps[::3], loss[::3], 61, {0: 1})[0].step == 61
+def test_move_at_measures_each_side_against_its_median_before_the_step():
+    steps = np.arange(101, 201)
+    a, b = np.full(100, 0.2), np.full(100, 0.3)
+    a[::2] = 0.25  # an oscillation: the median sits between its two levels
+    a[60], b[60] = 0.9, 0.1  # the pair moves at step 161
+    move = A.move_at(steps, a, b, 161)
+    assert move.step == 161 and move.before == pytest.approx((0.225, 0.3))
+    assert move.change == pytest.approx((0.675, -0.2)) and move.size == pytest.approx(0.675)
+    assert A.move_at(steps, a, b, 161, lookback=2).before == pytest.approx((0.225, 0.3))
+    assert A.move_at(steps[::3], a[::3], b[::3], 162).step == 161  # the nearest recorded step before
+    assert A.move_at(steps, a, b, 500) is None and A.move_at(steps, a, b, 101) is None

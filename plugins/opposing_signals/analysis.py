@@ -1,6 +1,6 @@
 """Outliers with opposing signals (Rosenfeld & Risteski): which training samples pull the network in
 opposite directions, over what, and did they move when the loss spiked? On plain arrays (numpy,
-scipy), usable from a notebook without the engine.
+scipy; torch for the gradient products), usable from a notebook without the engine.
 
 The method, on a window of per-sample losses recorded at consecutive steps:
 
@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
@@ -87,24 +88,28 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 @dataclass
 class GradientSignals:
     """Output-layer gradients of each sample's loss at K consecutive steps: ``errors`` (K, n, C) is
-    ∂ℓᵢ/∂logits, ``inputs`` (K, n, D) the output layer's input (a bias column is added here)."""
+    ∂ℓᵢ/∂logits, ``inputs`` (K, n, D) the output layer's input (a bias column is added here).
+    Arrays or tensors; the products run in torch, in float64, on the thread count torch was given
+    (numpy's BLAS threads stalled for milliseconds per product beside a training process)."""
 
-    errors: np.ndarray
-    inputs: np.ndarray
+    errors: torch.Tensor
+    inputs: torch.Tensor
 
     def __post_init__(self):
-        self.errors = np.asarray(self.errors, dtype=np.float64)
-        inputs = np.asarray(self.inputs, dtype=np.float64)
+        self.errors = torch.as_tensor(self.errors).detach().cpu().double()
+        inputs = torch.as_tensor(self.inputs).detach().cpu().double()
         if self.errors.ndim != 3 or inputs.ndim != 3 or self.errors.shape[:2] != inputs.shape[:2]:
-            raise ValueError(f"errors {self.errors.shape} and inputs {inputs.shape}: expected (K, n, C) "
-                             "and (K, n, D) for the same K steps and n samples")
-        self.inputs = np.concatenate([inputs, np.ones((*inputs.shape[:2], 1))], axis=2)
+            raise ValueError(f"errors {tuple(self.errors.shape)} and inputs {tuple(inputs.shape)}: expected "
+                             "(K, n, C) and (K, n, D) for the same K steps and n samples")
+        self.inputs = torch.cat([inputs, torch.ones(*inputs.shape[:2], 1, dtype=inputs.dtype)], dim=2)
 
     def gram(self, idx: np.ndarray) -> np.ndarray:
         """Inner products of the step-averaged gradients of the samples ``idx``, (len, len)."""
-        e, h = self.errors[:, idx], self.inputs[:, idx]
+        at = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        e, h = self.errors[:, at], self.inputs[:, at]
         k = len(e)
-        return sum((e[s] @ e[t].T) * (h[s] @ h[t].T) for s in range(k) for t in range(k)) / k ** 2
+        out = sum((e[s] @ e[t].T) * (h[s] @ h[t].T) for s in range(k) for t in range(k)) / k ** 2
+        return out.numpy()
 
 
 def mean_cosine(gram: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -162,7 +167,8 @@ class Group:
     instability: float  # members' mean Σ|Δloss| over the window
     swing: float  # Σ|Δ(group-mean loss)| over the window
     feature: Feature | None  # the dimension with the largest standardised mean difference
-    changes: np.ndarray = field(repr=False)  # the group-mean loss change at each step of the window
+    losses: np.ndarray = field(repr=False)  # the members' mean loss at each recorded step
+    changes: np.ndarray = field(repr=False)  # its change at each pair of consecutive steps
 
     @property
     def size(self) -> int:
@@ -253,6 +259,7 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
     times as far from their median as their 99th percentile, or their 1st) on one common dimension. Each side of a pair is then the members
     that have that feature; the others (samples dragged along) are a group of their own.
     """
+    losses = np.asarray(losses, dtype=np.float64)
     changes = loss_changes(steps, losses)
     n = changes.shape[1]
     scores = instability(changes)
@@ -265,13 +272,11 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
     spaces = {name: FeatureSpace(name, values, stable) for name, values in features.items()}
 
     def group(part: np.ndarray) -> Group:
-        members = candidates[part]
-        order = np.argsort(members)
-        members, part = members[order], part[order]
+        members = np.sort(candidates[part])
         mean_change = changes[:, members].mean(axis=1)
         best = max((s.distinguishing(members) for s in spaces.values()), key=lambda f: abs(f.smd), default=None)
         return Group(members, float(scores[members].mean()), float(np.abs(mean_change).sum()), best,
-                     mean_change)
+                     losses[:, members].mean(axis=1), mean_change)
 
     found = []  # (gradient cosine, i, j, part of i, part of j, shared feature)
     for i in range(len(parts)):
@@ -322,47 +327,12 @@ def feature_name(feature: Feature, input_shape: tuple) -> str:
     return f"input feature {feature.index}"
 
 
-def overlap(a, b) -> float:
-    """Jaccard overlap of two id sets."""
-    a, b = set(map(int, a)), set(map(int, b))
-    return len(a & b) / len(a | b) if a or b else 0.0
-
-
-def orientation(new: tuple, old: tuple, min_overlap: float = 0.5) -> int:
-    """1 if the pair ``new`` (its sides' ids) is the pair ``old`` again, sides in the same order;
-    -1 if it is, sides swapped; 0 if it is another pair."""
-    (a, b), (oa, ob) = new, old
-    same, swapped = min(overlap(a, oa), overlap(b, ob)), min(overlap(a, ob), overlap(b, oa))
-    if max(same, swapped) < min_overlap:
-        return 0
-    return 1 if same >= swapped else -1
-
-
-def assign_slots(previous: list[tuple | None], pairs: list[tuple], slots: int) -> list[int | None]:
-    """A slot for each new pair: the slot of the earlier pair it continues, else an empty slot,
-    else the slot of a pair that is gone, else None (more pairs than slots). So a pair keeps its
-    column of ``pair_loss`` from one analysis to the next."""
-    previous = list(previous) + [None] * (slots - len(previous))
-    taken: list[int | None] = []
-    for pair in pairs:
-        match = next((k for k, old in enumerate(previous) if old is not None and k not in taken
-                      and orientation(pair, old)), None)
-        if match is None:
-            empty = [k for k in range(slots) if k not in taken and previous[k] is None]
-            gone = [k for k in range(slots) if k not in taken and previous[k] is not None
-                    and not any(orientation(p, previous[k]) for p in pairs)]
-            match = (empty + gone or [None])[0]
-        taken.append(match)
-    return taken
-
-
 @dataclass(frozen=True)
 class Move:
-    """How far a pair's group-mean losses moved at one step, from their running median before it."""
+    """How far a pair's two group-mean losses moved at one step, from their median before it."""
 
-    slot: int
     step: int  # the recorded step the change is read at (the nearest at or before the asked step)
-    before: tuple[float, float]  # each side's median over the preceding window
+    before: tuple[float, float]  # each side's median over the recorded steps before it
     at: tuple[float, float]  # each side's mean loss at the step
 
     @property
@@ -375,25 +345,14 @@ class Move:
         return max(abs(c) for c in self.change)
 
 
-def moves_at(steps: np.ndarray, pair_loss: np.ndarray, step: int, since: dict[int, int],
-             window: int = 50, tolerance: int = 1) -> list[Move]:
-    """Each tracked pair's move at ``step``, the largest first. ``pair_loss`` (T, P, 2): group-mean
-    losses of both sides of each pair slot at ``steps`` (NaN where a slot is empty); ``since``:
-    slot → the step its current pair was first tracked there (rows before it belong to another
-    pair). The move is read at the last recorded step at or before ``step`` (at most
-    ``tolerance`` steps back) against each side's median over up to ``window`` recorded steps
-    before it."""
+def move_at(steps, loss_a, loss_b, step: int, lookback: int = 50, tolerance: int = 1) -> Move | None:
+    """A pair's move at ``step`` from its sides' mean losses at the recorded ``steps``: read at the
+    last recorded step at or before ``step`` (at most ``tolerance`` steps back), against each side's
+    median over up to ``lookback`` recorded steps before it. None without such steps."""
     steps = np.asarray(steps)
-    values = np.asarray(pair_loss, dtype=np.float64)
     i = int(np.searchsorted(steps, step, side="right")) - 1
     if i < 1 or step - steps[i] > tolerance:
-        return []
-    out = []
-    for k, first in since.items():
-        start = max(int(np.searchsorted(steps, first)), i - window)
-        now, past = values[i, k], values[start:i, k]
-        past = past[np.isfinite(past).all(axis=1)]
-        if np.isfinite(now).all() and len(past):
-            base = np.median(past, axis=0)
-            out.append(Move(k, int(steps[i]), (float(base[0]), float(base[1])), (float(now[0]), float(now[1]))))
-    return sorted(out, key=lambda m: -m.size)
+        return None
+    sides = np.c_[np.asarray(loss_a, dtype=np.float64), np.asarray(loss_b, dtype=np.float64)]
+    base = np.median(sides[max(0, i - lookback):i], axis=0)
+    return Move(int(steps[i]), (float(base[0]), float(base[1])), (float(sides[i, 0]), float(sides[i, 1])))

@@ -5,11 +5,12 @@ It follows every sample of a fixed probe set of the training data. Per-sample lo
 at consecutive steps, so an oscillation of period 2 is seen as it is: at every step where the
 training batch holds the whole probe set (full-batch training), read from the step's own
 per-sample losses at no cost; otherwise in bursts of ``burst`` steps before each analysis, one
-forward pass over the probe per step. A ring buffer keeps the latest ``window`` recorded steps
-(``window × probe_size`` float32 on the run's device). At the last two steps before an analysis it
-also keeps each probe sample's output-layer gradient in factored form (∂ℓ/∂logits and the layer's
-input), from the step's own forward pass where that covered the probe. Every ``every`` steps
-``analysis.find_opposing_groups`` groups and pairs the unstable samples.
+forward pass over the probe per step. A ring buffer keeps what was recorded in the last ``window``
+steps (at most ``window`` × ``probe_size`` float32, on the run's device). At the last two steps
+before an analysis it also keeps each probe sample's output-layer gradient in factored form
+(∂ℓ/∂logits and the layer's input), from the step's own forward pass where that covered the probe.
+Every ``every`` steps ``analysis.find_opposing_groups`` groups and pairs the unstable samples; each
+pair's row in the run file carries both sides' mean loss over the window.
 
 Findings, read back from the run file: the pairs and what they share, unpaired unstable groups,
 and for each training-loss spike (``engine.spikes``) the pair whose losses moved most at that step,
@@ -35,7 +36,7 @@ from . import analysis as A
 PREFIX = "opposing_signals/"
 GRADIENT_STEPS = 2  # output-layer gradients averaged over both phases of a period-2 oscillation
 FORWARD_CHUNK = 1024  # probe samples per forward pass of a recording burst
-MOVE_WINDOW = 50  # recorded steps a pair's losses are compared against when explaining a step
+MOVE_LOOKBACK = 50  # recorded steps a pair's losses are compared against when explaining a step
 SPIKES_EXPLAINED = 3  # the largest spikes of a run each get a finding
 
 
@@ -45,20 +46,23 @@ class OpposingSignalsPlugin(Plugin):
     description = ("Paired groups of training samples that share a strong feature but pull the network "
                    "in opposite directions (Rosenfeld & Risteski): per-sample losses and output-layer "
                    "gradients on a fixed probe set, grouped and paired; loss spikes attributed to them.")
-    default_every = 100
+    # An analysis costs a few ms; a recording burst, where the batch does not hold the probe set,
+    # `burst` forward passes over it (about 6 training steps each on the digits CNN): every 500
+    # steps keeps that near 1.1× of training time, and full-batch runs that record for free can
+    # ask for more.
+    default_every = 500
     settings = (
         Setting("probe_size", 2048, "training samples followed (the same for the whole run)", min=1),
-        Setting("window", 128, "recorded steps each analysis looks back over (a ring buffer of window × "
-                "probe_size losses)", min=4),
+        Setting("window", 500, "training steps each analysis looks back over: the ring buffer keeps what "
+                "was recorded in them (at most window × probe_size losses)", min=2),
         Setting("burst", 8, "consecutive steps recorded before each analysis when the training batch does "
                 "not hold the whole probe set (each costs a forward pass over it)", min=GRADIENT_STEPS),
         Setting("min_group", 5, "fewest samples a group may have", min=2),
-        Setting("max_pairs", 3, "most pairs tracked at once", min=1, max=10),
         Setting("gradient_cosine", -0.5, "a pair's mean gradients have a cosine below this", min=-1.0, max=0.0),
         Setting("loss_correlation", -0.5, "a pair's mean loss changes correlate below this (anti-phase)",
                 min=-1.0, max=0.0),
-        Setting("feature_share", 0.5, "share of each side's members that must lie beyond the rest of the "
-                "data on a common feature", min=0.0, max=1.0),
+        Setting("feature_share", 0.5, "share of each side's members that must lie far beyond the rest of "
+                "the data on a common feature", min=0.0, max=1.0),
         Setting("thumbnails", 8, "example images per side of the top pair (image data)", min=1, max=32),
     )
 
@@ -66,9 +70,7 @@ class OpposingSignalsPlugin(Plugin):
         super().__init__(settings, every, on)
         self.probe = None
         self.last_step = 0
-        self.pairs: list[tuple[list[int], list[int]] | None] = []  # the ids of each slot's pair
-        self.since: list[int] = []  # the step each slot's pair was first tracked there
-        self.weights = None  # (2·max_pairs + 1, n): rows that average the probe's losses per side
+        self.top = None  # (2 + 1, n) rows averaging the probe's losses: the top pair's sides, the rest
         self.signals: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, ∂ℓ/∂logits, head input)
         self.head_input = None
         self.armed = False
@@ -93,20 +95,17 @@ class OpposingSignalsPlugin(Plugin):
 
     # -- declarations -------------------------------------------------------------------------
     def series(self, run: RunContext) -> list[Series]:
-        s = self.settings
         self.image_shape = _image_shape(run.input_shape)
         out = [
             Series("groups", (), "json", description="one row per analysis: pairs {a, b: sample ids, grad_cos, "
-                   "loss_corr, feature, ...} and unpaired groups {ids, ...} (docs/run-file.md)"),
+                   "loss_corr, feature, loss_a, loss_b, ...} and unpaired groups {ids, ...} (docs/run-file.md)"),
             Series("top_pair_loss", (3,), unit="loss", description="mean loss of side A and side B of the "
-                   "top pair, and of the rest of the probe set, at each recorded step"),
-            Series("pair_loss", (s["max_pairs"], 2), unit="loss", description="mean loss of both sides of "
-                   "each tracked pair slot at each recorded step (NaN: empty slot)"),
+                   "latest analysis's top pair, and of the rest of the probe set, at each recorded step"),
             Series("counts", (2,), description="pairs and unpaired unstable groups found at each analysis"),
             Series("table", (), "json", description="the groups of the latest analysis as a table"),
         ]
         if self.image_shape:
-            out.append(Series("thumbnails", (2 * s["thumbnails"], *self.image_shape),
+            out.append(Series("thumbnails", (2 * self.settings["thumbnails"], *self.image_shape),
                               description="inputs of the top pair's most unstable members, side A then B"))
         return out
 
@@ -137,12 +136,14 @@ class OpposingSignalsPlugin(Plugin):
         n = len(self.probe.ids)
         ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         self.free = run.config.sections["data"]["batch_size"] // ranks >= run.train_size
-        self.losses = torch.full((self.settings["window"], n), math.nan, device=run.device)
-        self.steps = np.zeros(self.settings["window"], dtype=np.int64)
+        s = self.settings
+        rows = s["window"] if self.free else s["burst"] * (-(-s["window"] // self._every) + 1)
+        self.losses = torch.full((min(rows, s["window"]), n), math.nan, device=run.device)
+        self.steps = np.zeros(len(self.losses), dtype=np.int64)
         self.count = 0
         self.inputs = self.probe.inputs.detach().float().cpu().numpy().reshape(n, -1)
         self.labels = self.probe.targets.cpu().numpy()
-        self._set_weights()
+        self._set_top(None)
         if self.free:  # the step's own forward pass gives the head's input: keep it where needed
             head_of(run.model).register_forward_pre_hook(self._keep_head_input)
             run.optimizer.register_step_post_hook(lambda *_: self._arm(self.last_step + 1))
@@ -167,7 +168,7 @@ class OpposingSignalsPlugin(Plugin):
             self.signals = [*self.signals, (ctx.step, errors.cpu(), head_input.float().cpu())][-GRADIENT_STEPS:]
         if ctx.step == self._analysis_step(ctx.step):
             self._analyse(ctx, outputs)
-        self._log_pair_losses(ctx, losses)
+        ctx.log("top_pair_loss", (self.top @ losses).cpu().numpy().astype(np.float64))  # one transfer
 
     def _probe_losses(self, ctx: StepContext):
         """The probe's per-sample losses at this step, with outputs and head inputs where gradients
@@ -201,77 +202,48 @@ class OpposingSignalsPlugin(Plugin):
 
     def _analyse(self, ctx: StepContext, outputs: torch.Tensor) -> None:
         filled = min(self.count, len(self.steps))
-        order = np.argsort(self.steps[:filled], kind="stable")
-        steps, losses = self.steps[:filled][order], self.losses[:filled].cpu().numpy()[order]
+        keep = np.flatnonzero(self.steps[:filled] > ctx.step - self.settings["window"])
+        keep = keep[np.argsort(self.steps[keep], kind="stable")]
+        steps, losses = self.steps[keep], self.losses[torch.from_numpy(keep).to(self.losses.device)].cpu().numpy()
         _, errors, heads = zip(*[x for x in self.signals if x[0] > ctx.step - GRADIENT_STEPS])
-        signals = A.GradientSignals(torch.stack(errors).numpy(), torch.stack(heads).numpy())
         s = self.settings
-        result = A.find_opposing_groups(steps, losses, signals, {"input": self.inputs, "embedding": heads[-1].numpy()},
-                                        min_group=s["min_group"], gradient_cosine=s["gradient_cosine"],
-                                        loss_correlation=s["loss_correlation"], feature_share=s["feature_share"])
-        ids = self.probe.ids
-        found = [(ids[p.a.members].tolist(), ids[p.b.members].tolist()) for p in result.pairs]
-        slots = A.assign_slots(self.pairs, found, s["max_pairs"])
-        previous = (self.pairs + [None] * s["max_pairs"])[:s["max_pairs"]]
-        since = (self.since + [ctx.step] * s["max_pairs"])[:s["max_pairs"]]
-        self.pairs = [None] * s["max_pairs"]
-        tracked = []
-        for pair, ids_ab, slot in zip(result.pairs, found, slots):
-            if slot is None:
-                continue
-            turn = A.orientation(ids_ab, previous[slot]) if previous[slot] is not None else 0
-            if turn == 0:  # a new pair: side A is the one whose main class comes first
-                since[slot] = ctx.step
-                turn = 1 if self._main_class(pair.a) <= self._main_class(pair.b) else -1
-            if turn < 0:
-                pair, ids_ab = dataclasses.replace(pair, a=pair.b, b=pair.a), ids_ab[::-1]
-            self.pairs[slot] = ids_ab
-            tracked.append((pair, slot))
-        self.since = since
-        self._set_weights(tracked)
-        predicted = outputs.argmax(1).cpu().numpy()
-        describe = Describer(self.run.class_names, ids, self.labels, predicted, losses.mean(axis=0),
+        result = A.find_opposing_groups(
+            steps, losses, A.GradientSignals(torch.stack(errors), torch.stack(heads)),
+            {"input": self.inputs, "embedding": heads[-1].numpy()}, min_group=s["min_group"],
+            gradient_cosine=s["gradient_cosine"], loss_correlation=s["loss_correlation"],
+            feature_share=s["feature_share"])
+        pairs = [p if self._main_class(p.a) <= self._main_class(p.b) else dataclasses.replace(p, a=p.b, b=p.a)
+                 for p in result.pairs]  # side A: the side whose main class comes first
+        self._set_top(pairs[0] if pairs else None)
+        describe = Describer(self.run.class_names, self.probe.ids, self.labels, outputs.argmax(1).cpu().numpy(),
                              self.run.input_shape)
-        doc = {"window": [int(steps[0]), int(steps[-1])], "recorded_steps": len(steps),
-               "candidates": len(result.candidates),
-               "pairs": [describe.pair(p, slot, self.since[slot]) for p, slot in tracked],
+        doc = {"window": [int(steps[0]), int(steps[-1])], "steps": steps.tolist(),
+               "candidates": len(result.candidates), "pairs": [describe.pair(p) for p in pairs],
                "unpaired": [describe.group(g) for g in result.unpaired]}
         ctx.log("groups", doc)
-        ctx.log("counts", np.array([len(tracked), len(result.unpaired)], dtype=np.float64))
+        ctx.log("counts", np.array([len(pairs), len(result.unpaired)], dtype=np.float64))
         ctx.log("table", describe.table(doc))
         if self.image_shape:
-            ctx.log("thumbnails", self._thumbnails(tracked[0][0] if tracked else None, result.scores))
+            ctx.log("thumbnails", self._thumbnails(pairs[0] if pairs else None, result.scores))
 
     def _main_class(self, group: A.Group) -> tuple[int, int]:
-        labels = self.labels[group.members]
-        return int(np.bincount(labels).argmax()), int(self.probe.ids[group.members[0]])
+        return int(np.bincount(self.labels[group.members]).argmax()), int(self.probe.ids[group.members[0]])
 
-    def _set_weights(self, tracked=()) -> None:
-        """Rows averaging the probe's losses over each slot's sides, the top pair's and the rest."""
-        n, p = len(self.probe.ids), self.settings["max_pairs"]
-        w = torch.zeros(2 * p + 3, n, dtype=torch.float32)
-        w[:2 * p] = math.nan
+    def _set_top(self, pair: A.Pair | None) -> None:
+        """Rows that average the probe's losses over the top pair's sides and over the rest."""
+        n = len(self.probe.ids)
+        w = torch.full((3, n), math.nan)
         rest = torch.ones(n, dtype=torch.bool)
-        for rank, (pair, slot) in enumerate(tracked):
+        if pair is not None:
             for side, group in enumerate((pair.a, pair.b)):
-                row = torch.zeros(n)
-                row[torch.from_numpy(group.members)] = 1.0 / group.size
-                w[2 * slot + side] = row
-                if rank == 0:
-                    w[2 * p + side] = row
-                    rest[torch.from_numpy(group.members)] = False
-        if not tracked:
-            w[2 * p:2 * p + 2] = math.nan
-        w[2 * p + 2] = rest.float() / rest.sum()
-        self.weights = w.to(self.losses.device)
+                at = torch.from_numpy(group.members)
+                w[side] = 0.0
+                w[side, at] = 1.0 / group.size
+                rest[at] = False
+        w[2] = rest.float() / rest.sum()
+        self.top = w.to(self.losses.device)
 
-    def _log_pair_losses(self, ctx: StepContext, losses: torch.Tensor) -> None:
-        p = self.settings["max_pairs"]
-        means = (self.weights @ losses).cpu().numpy().astype(np.float64)  # one transfer per step
-        ctx.log("pair_loss", means[:2 * p].reshape(p, 2))
-        ctx.log("top_pair_loss", means[2 * p:])
-
-    def _thumbnails(self, pair, scores: np.ndarray) -> np.ndarray:
+    def _thumbnails(self, pair: A.Pair | None, scores: np.ndarray) -> np.ndarray:
         k = self.settings["thumbnails"]
         out = np.full((2 * k, *self.image_shape), np.nan)
         if pair is not None:
@@ -286,10 +258,8 @@ class OpposingSignalsPlugin(Plugin):
         if self.probe is None:
             return {}
         return {"last_step": self.last_step, "count": self.count, "losses": self.losses.cpu(),
-                "steps": torch.from_numpy(self.steps.copy()),
-                "signals": [[step, e, h] for step, e, h in self.signals],
-                "pairs": [None if p is None else [list(p[0]), list(p[1])] for p in self.pairs],
-                "since": list(self.since), "weights": self.weights.cpu()}
+                "steps": torch.from_numpy(self.steps.copy()), "top": self.top.cpu(),
+                "signals": [[step, e, h] for step, e, h in self.signals]}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -297,10 +267,8 @@ class OpposingSignalsPlugin(Plugin):
         self.last_step, self.count = int(state["last_step"]), int(state["count"])
         self.losses = state["losses"].to(self.losses.device)
         self.steps = state["steps"].numpy().copy()
+        self.top = state["top"].to(self.losses.device)
         self.signals = [(int(step), e, h) for step, e, h in state["signals"]]
-        self.pairs = [None if p is None else (list(p[0]), list(p[1])) for p in state["pairs"]]
-        self.since = list(state["since"])
-        self.weights = state["weights"].to(self.losses.device)
         if self.free:
             self._arm(self.last_step + 1)
 
@@ -314,7 +282,7 @@ class OpposingSignalsPlugin(Plugin):
             return []
         out = pair_findings(steps, rows)
         if "train/loss" in run.names():
-            out += spike_findings(run)
+            out += spike_findings(run, steps, rows)
         return out
 
 
@@ -340,28 +308,27 @@ def _output_errors(per_sample_loss, outputs: torch.Tensor, targets: torch.Tensor
 class Describer:
     """Turns analysis groups into the run file's JSON: ids, classes, predictions, features."""
 
-    def __init__(self, class_names, ids, labels, predicted, losses, input_shape):
+    def __init__(self, class_names, ids, labels, predicted, input_shape):
         self.names, self.ids, self.labels, self.predicted = list(class_names), ids, labels, predicted
-        self.losses, self.input_shape = losses, tuple(input_shape)
+        self.input_shape = tuple(input_shape)
 
     def _count(self, classes: np.ndarray) -> dict[str, int]:
         return {self.names[c]: n for c, n in Counter(classes.tolist()).most_common()}
 
     def group(self, g: A.Group) -> dict:
-        m = g.members
-        f = g.feature
+        m, f = g.members, g.feature
         return {"ids": self.ids[m].tolist(), "size": g.size, "classes": self._count(self.labels[m]),
-                "predicted": self._count(self.predicted[m]), "mean_loss": float(self.losses[m].mean()),
+                "predicted": self._count(self.predicted[m]), "mean_loss": float(g.losses.mean()),
                 "instability": g.instability,
                 "feature": A.feature_name(f, self.input_shape) if f else "",
                 "feature_smd": f.smd if f else 0.0, "feature_share": f.share if f else 0.0}
 
-    def pair(self, p: A.Pair, slot: int, since: int) -> dict:
+    def pair(self, p: A.Pair) -> dict:
         return {"a": self.ids[p.a.members].tolist(), "b": self.ids[p.b.members].tolist(),
                 "grad_cos": p.grad_cos, "loss_corr": p.loss_corr,
                 "feature": A.feature_name(p.feature, self.input_shape), "feature_share": p.feature.share,
-                "feature_smd": p.feature.smd, "slot": slot, "since": since,
-                "sides": [self.group(p.a), self.group(p.b)]}
+                "feature_smd": p.feature.smd, "sides": [self.group(p.a), self.group(p.b)],
+                "loss_a": _rounded(p.a.losses), "loss_b": _rounded(p.b.losses)}
 
     def table(self, doc: dict) -> dict:
         columns = ["group", "size", "classes", "predicted", "mean loss", "feature", "opposes", "grad cos",
@@ -377,6 +344,11 @@ class Describer:
             rows.append([f"unpaired {k + 1}", g["size"], _classes(g["classes"]), _classes(g["predicted"]),
                          g["mean_loss"], g["feature"], "", "", ""])
         return {"columns": columns, "rows": rows}
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    """Six significant digits: enough for any plot, a third of the JSON."""
+    return [float(f"{v:.6g}") for v in values]
 
 
 def _classes(counts: dict[str, int]) -> str:
@@ -427,19 +399,20 @@ def pair_findings(steps: np.ndarray, rows: list[dict]) -> list[Finding]:
     return out
 
 
-def pair_moves(run, step: int) -> list[tuple[dict, A.Move]]:
-    """Which tracked opposing pairs' losses moved at ``step``, and by how much, largest move first:
-    each pair's entry in the ``groups`` row then in force, with its move (``analysis.moves_at``)."""
-    names = run.names()
-    if PREFIX + "groups" not in names or PREFIX + "pair_loss" not in names:
-        return []
-    at, doc = run.row_at(PREFIX + "groups", step)
-    if doc is None or at > step:
-        return []
-    by_slot = {p["slot"]: p for p in doc["pairs"]}
-    steps, values = run.series(PREFIX + "pair_loss")
-    moves = A.moves_at(steps, values, step, {k: p["since"] for k, p in by_slot.items()}, MOVE_WINDOW)
-    return [(by_slot[m.slot], m) for m in moves]
+def pair_moves(run, step: int, rows=None) -> list[tuple[dict, A.Move]]:
+    """Which opposing pairs' losses moved at ``step``, and by how much, the largest move first: each
+    pair's entry in the first ``groups`` row whose window holds the step, with its move
+    (``analysis.move_at``). ``rows``: (steps, rows) of the groups series, if already read."""
+    steps, docs = rows if rows is not None else run.series(PREFIX + "groups")
+    for at, doc in zip(steps, docs):
+        if at < step or not doc["pairs"] or doc["steps"][0] >= step:
+            continue
+        moves = [(p, A.move_at(doc["steps"], p["loss_a"], p["loss_b"], step, MOVE_LOOKBACK))
+                 for p in doc["pairs"]]
+        moves = sorted(((p, m) for p, m in moves if m is not None), key=lambda pm: -pm[1].size)
+        if moves:
+            return moves
+    return []
 
 
 def sharpness_at(run, step: int) -> str:
@@ -459,7 +432,7 @@ def sharpness_at(run, step: int) -> str:
     return text
 
 
-def spike_findings(run) -> list[Finding]:
+def spike_findings(run, group_steps, rows) -> list[Finding]:
     """For each of the largest training-loss spikes, the opposing pair whose losses moved most."""
     steps, loss = run.series("train/loss")
     spikes = sorted(find_spikes(steps, loss), key=lambda s: -s.ratio)[:SPIKES_EXPLAINED]
@@ -467,9 +440,9 @@ def spike_findings(run) -> list[Finding]:
     for spike in sorted(spikes, key=lambda s: s.step):
         head = (f"At step {spike.step} the training loss spiked to {spike.ratio:.2f}× its running median "
                 f"({spike.loss:.4g} against {spike.median:.4g})")
-        moves = pair_moves(run, spike.step)
+        moves = pair_moves(run, spike.step, (group_steps, rows))
         if not moves:
-            out.append(Finding("opposing_signals", "info", head + "; no opposing pair was tracked then"
+            out.append(Finding("opposing_signals", "info", head + "; no opposing pair was found around it"
                                + sharpness_at(run, spike.step) + ".", spike.step, spike.ratio, "× median"))
             continue
         pair, move = moves[0]
