@@ -75,13 +75,6 @@ def unstable(scores: np.ndarray, z: float = CANDIDATE_Z, limit: int = MAX_CANDID
     return order[zs[order] > z]
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two traces; 0 where either is constant."""
-    a, b = a - a.mean(), b - b.mean()
-    den = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / den if den > 0 else 0.0
-
-
 # ---------------------------------------------------------------------------------------------
 # Per-sample gradients of the output layer, factored
 # ---------------------------------------------------------------------------------------------
@@ -121,12 +114,22 @@ def mean_cosine(gram: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 # Groups
 # ---------------------------------------------------------------------------------------------
+def correlations(traces: np.ndarray) -> np.ndarray:
+    """Pearson correlations between the columns of ``traces`` (T, m), (m, m); 0 for a constant
+    column (torch: one product, on the thread count torch was given)."""
+    x = torch.as_tensor(np.asarray(traces, dtype=np.float64).T)
+    x = x - x.mean(dim=1, keepdim=True)
+    norm = x.norm(dim=1, keepdim=True)
+    x = torch.where(norm > 0, x / norm.clamp_min(1e-300), 0.0)
+    return (x @ x.T).clamp(-1, 1).numpy()
+
+
 def comoving(changes: np.ndarray, min_correlation: float = COMOVE_CORRELATION) -> list[np.ndarray]:
     """Clusters of columns of ``changes`` whose traces correlate, on average, at least this much."""
     moving = np.flatnonzero(changes.std(axis=0) > 0)
     if len(moving) < 2:
         return [moving] if len(moving) else []
-    tree = linkage(changes[:, moving].T, "average", metric="correlation")
+    tree = linkage(squareform(1 - correlations(changes[:, moving]), checks=False), "average")
     labels = fcluster(tree, 1 - min_correlation, "distance")
     return [moving[labels == c] for c in np.unique(labels)]
 
@@ -256,8 +259,9 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
     "embedding"). Two groups pair when their mean gradients have a cosine below
     ``gradient_cosine``, their mean loss changes a correlation below ``loss_correlation``, and at
     least ``feature_share`` of each side's members lie far beyond the stable samples (``FENCE``
-    times as far from their median as their 99th percentile, or their 1st) on one common dimension. Each side of a pair is then the members
-    that have that feature; the others (samples dragged along) are a group of their own.
+    times as far from their median as their 99th percentile, or their 1st) on one common
+    dimension. Each side of a pair is then the members that have that feature; the others
+    (samples dragged along) are a group of their own.
     """
     losses = np.asarray(losses, dtype=np.float64)
     changes = loss_changes(steps, losses)
@@ -278,29 +282,31 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
         return Group(members, float(scores[members].mean()), float(np.abs(mean_change).sum()), best,
                      losses[:, members].mean(axis=1), mean_change)
 
+    member = torch.zeros(len(candidates), len(parts), dtype=torch.float64)  # which group each is in
+    for k, part in enumerate(parts):
+        member[torch.from_numpy(part), k] = 1.0
+    block = (member.T @ torch.from_numpy(gram) @ member).numpy()  # gradient products between groups
+    norm = np.sqrt(np.clip(np.diag(block), 1e-300, None))
+    cosines = block / np.outer(norm, norm)
+    corr = correlations((torch.from_numpy(changes[:, candidates]) @ (member / member.sum(0).clamp_min(1))).numpy())
     found = []  # (gradient cosine, i, j, part of i, part of j, shared feature)
-    for i in range(len(parts)):
-        for j in range(i + 1, len(parts)):
-            pi, pj = parts[i], parts[j]
-            if (mean_cosine(gram, pi, pj) >= gradient_cosine or not spaces or correlation(
-                    changes[:, candidates[pi]].mean(axis=1), changes[:, candidates[pj]].mean(axis=1))
-                    >= loss_correlation):
-                continue
-            shared = max((s.shared(candidates[pi], candidates[pj]) for s in spaces.values()),
-                         key=lambda f: f.share)
-            if shared.share < feature_share:
-                continue
-            space = spaces[shared.space]
-            si, sj = pi[space.holds(candidates[pi], shared)], pj[space.holds(candidates[pj], shared)]
-            if min(len(si), len(sj)) >= min_group:
-                found.append((mean_cosine(gram, si, sj), i, j, si, sj, shared))
+    for i, j in zip(*np.nonzero(np.triu((cosines < gradient_cosine) & (corr < loss_correlation), 1))):
+        pi, pj = parts[i], parts[j]
+        shared = max((s.shared(candidates[pi], candidates[pj]) for s in spaces.values()),
+                     key=lambda f: f.share, default=None)
+        if shared is None or shared.share < feature_share:
+            continue
+        space = spaces[shared.space]
+        si, sj = pi[space.holds(candidates[pi], shared)], pj[space.holds(candidates[pj], shared)]
+        if min(len(si), len(sj)) >= min_group:
+            found.append((mean_cosine(gram, si, sj), i, j, si, sj, shared))
     pairs, used, followers = [], set(), []
     for cos, i, j, si, sj, shared in sorted(found, key=lambda f: f[0]):  # most opposed first
         if i in used or j in used:
             continue
         used.update((i, j))
         a, b = group(si), group(sj)
-        pairs.append(Pair(a, b, cos, correlation(a.changes, b.changes), shared))
+        pairs.append(Pair(a, b, cos, float(correlations(np.c_[a.changes, b.changes])[0, 1]), shared))
         followers += [rest for whole, side in ((parts[i], si), (parts[j], sj))
                       if len(rest := np.setdiff1d(whole, side)) >= min_group]
     pairs.sort(key=lambda p: -p.swing)

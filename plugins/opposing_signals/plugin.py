@@ -38,6 +38,7 @@ GRADIENT_STEPS = 2  # output-layer gradients averaged over both phases of a peri
 FORWARD_CHUNK = 1024  # probe samples per forward pass of a recording burst
 MOVE_LOOKBACK = 50  # recorded steps a pair's losses are compared against when explaining a step
 SPIKES_EXPLAINED = 3  # the largest spikes of a run each get a finding
+RECENT = 64  # recorded steps of the top pair's losses drawn as of each analysis
 
 
 class OpposingSignalsPlugin(Plugin):
@@ -46,16 +47,17 @@ class OpposingSignalsPlugin(Plugin):
     description = ("Paired groups of training samples that share a strong feature but pull the network "
                    "in opposite directions (Rosenfeld & Risteski): per-sample losses and output-layer "
                    "gradients on a fixed probe set, grouped and paired; loss spikes attributed to them.")
-    # An analysis costs a few ms; a recording burst, where the batch does not hold the probe set,
-    # `burst` forward passes over it (about 6 training steps each on the digits CNN): every 500
-    # steps keeps that near 1.1× of training time, and full-batch runs that record for free can
-    # ask for more.
+    # Where the batch does not hold the probe set, an analysis costs its recording burst: `burst`
+    # forward passes over the probe, about 6 training steps each on the digits CNN. Six every 500
+    # steps keep that, and the analysis itself, under a tenth of the training time (benches/
+    # opposing_signals.py); full-batch runs record for free and may ask for more (every = 100).
+    # Each analysis looks back over the 500 steps since the last: one burst, or every step.
     default_every = 500
     settings = (
         Setting("probe_size", 2048, "training samples followed (the same for the whole run)", min=1),
         Setting("window", 500, "training steps each analysis looks back over: the ring buffer keeps what "
                 "was recorded in them (at most window × probe_size losses)", min=2),
-        Setting("burst", 8, "consecutive steps recorded before each analysis when the training batch does "
+        Setting("burst", 6, "consecutive steps recorded before each analysis when the training batch does "
                 "not hold the whole probe set (each costs a forward pass over it)", min=GRADIENT_STEPS),
         Setting("min_group", 5, "fewest samples a group may have", min=2),
         Setting("gradient_cosine", -0.5, "a pair's mean gradients have a cosine below this", min=-1.0, max=0.0),
@@ -99,14 +101,18 @@ class OpposingSignalsPlugin(Plugin):
         out = [
             Series("groups", (), "json", description="one row per analysis: pairs {a, b: sample ids, grad_cos, "
                    "loss_corr, feature, loss_a, loss_b, ...} and unpaired groups {ids, ...} (docs/run-file.md)"),
-            Series("top_pair_loss", (3,), unit="loss", description="mean loss of side A and side B of the "
+            Series("top_pair_loss", (3,), description="mean loss of side A and side B of the "
                    "latest analysis's top pair, and of the rest of the probe set, at each recorded step"),
+            Series("top_pair_recent", (RECENT, 3), description=f"the top pair's side A, side B "
+                   f"and the rest of the probe set: mean loss at the last {RECENT} recorded steps of each "
+                   "analysis's window (NaN before the first)"),
             Series("counts", (2,), description="pairs and unpaired unstable groups found at each analysis"),
             Series("table", (), "json", description="the groups of the latest analysis as a table"),
         ]
         if self.image_shape:
             out.append(Series("thumbnails", (2 * self.settings["thumbnails"], *self.image_shape),
-                              description="inputs of the top pair's most unstable members, side A then B"))
+                              description="inputs of the top pair's most unstable members, side A then B, "
+                              "clipped to the probe set's 0.5–99.5th percentiles"))
         return out
 
     def views(self) -> list[View]:
@@ -115,17 +121,21 @@ class OpposingSignalsPlugin(Plugin):
                  "Mean loss of each side of the strongest opposing pair: in anti-phase, one side's loss "
                  "rises as the other's falls, while the rest of the data stays smooth.",
                  {"labels": ["side A", "side B", "rest of the probe"], "y_label": "mean loss"}),
+            View("curve", "Opposing pair: the latest steps", (PREFIX + "top_pair_recent",),
+                 f"The top pair's mean losses over the last {RECENT} recorded steps before the analysis at the "
+                 "cursor: side A (blue) and side B (orange) zig-zag in anti-phase, the rest (green) does not.",
+                 {"x": list(range(1 - RECENT, 1)), "x_label": "recorded steps before the analysis"}),
             View("table", "Unstable groups", (PREFIX + "table",),
                  "Groups of samples whose losses move together and whose gradients point the same way; "
                  "pairs oppose each other over a feature both share and the rest of the data lacks."),
             View("line", "Groups found", (PREFIX + "counts",), "How many opposing pairs and unpaired "
                  "unstable groups each analysis found.", {"labels": ["pairs", "unpaired groups"]}),
         ]
-        if self.image_shape:
-            k = self.settings["thumbnails"]
+        if self.image_shape:  # no captions: they would sit on the images' top-left corners
             out.append(View("image_grid", "Opposing pair: example samples", (PREFIX + "thumbnails",),
-                            "Inputs of the top pair's most unstable members: side A first, then side B.",
-                            {"captions": [f"A{i + 1}" for i in range(k)] + [f"B{i + 1}" for i in range(k)]}))
+                            f"Inputs of the top pair's {self.settings['thumbnails']} most unstable members per "
+                            "side, row by row: side A's first, then side B's. Pixels are clipped to the probe "
+                            "set's usual range, so one bright feature does not hide the rest."))
         return out
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -141,7 +151,9 @@ class OpposingSignalsPlugin(Plugin):
         self.losses = torch.full((min(rows, s["window"]), n), math.nan, device=run.device)
         self.steps = np.zeros(len(self.losses), dtype=np.int64)
         self.count = 0
+        self.lookup = np.full(int(self.probe.ids.max()) + 1, -1, dtype=np.int64)  # sample id → batch row
         self.inputs = self.probe.inputs.detach().float().cpu().numpy().reshape(n, -1)
+        self.pixel_range = np.quantile(self.inputs, (0.005, 0.995))
         self.labels = self.probe.targets.cpu().numpy()
         self._set_top(None)
         if self.free:  # the step's own forward pass gives the head's input: keep it where needed
@@ -168,36 +180,39 @@ class OpposingSignalsPlugin(Plugin):
             self.signals = [*self.signals, (ctx.step, errors.cpu(), head_input.float().cpu())][-GRADIENT_STEPS:]
         if ctx.step == self._analysis_step(ctx.step):
             self._analyse(ctx, outputs)
-        ctx.log("top_pair_loss", (self.top @ losses).cpu().numpy().astype(np.float64))  # one transfer
+        ctx.log("top_pair_loss", (self.top @ losses.float()).cpu().numpy().astype(np.float64))  # one transfer
 
     def _probe_losses(self, ctx: StepContext):
-        """The probe's per-sample losses at this step, with outputs and head inputs where gradients
-        are wanted: from the step's own batch when it holds the whole probe, else a forward pass."""
+        """The probe's per-sample losses at this step, and where gradients are kept its outputs and
+        head inputs: from the step's own batch when it holds the whole probe, else a forward pass."""
+        captures = self._captures(ctx.step)
         where = self._positions_in(ctx.ids)
         if where is not None:
             at = torch.from_numpy(where).to(ctx.per_sample_loss.device)
             head, self.head_input = self.head_input, None
-            if not self._captures(ctx.step):
-                return ctx.per_sample_loss[at].float(), ctx.outputs.detach()[at], None
+            if not captures:
+                return ctx.per_sample_loss[at], None, None
             if head is not None and len(head) == len(ctx.ids):
-                return ctx.per_sample_loss[at].float(), ctx.outputs.detach()[at], head[at]
+                return ctx.per_sample_loss[at], ctx.outputs.detach()[at], head[at]
         model = ctx.model
         was_training = model.training
         model.eval()
-        tap = EmbeddingTap(model) if self._captures(ctx.step) else None
+        tap = EmbeddingTap(model) if captures else None
         with torch.no_grad(), tap or contextlib.nullcontext():
             outputs = torch.cat([model(x) for x, _ in self.probe.batches(FORWARD_CHUNK)])
         model.train(was_training)
-        losses = ctx.run.per_sample_loss(outputs, self.probe.targets).float()
+        losses = ctx.run.per_sample_loss(outputs, self.probe.targets)
         return losses, outputs, torch.cat(tap.captured) if tap else None
 
     def _positions_in(self, ids: np.ndarray) -> np.ndarray | None:
         """Where each probe sample sits in the batch ``ids``; None unless the batch holds them all."""
         if len(ids) < len(self.probe.ids):
             return None
-        lookup = np.full(max(int(ids.max()), int(self.probe.ids.max())) + 1, -1, dtype=np.int64)
-        lookup[ids] = np.arange(len(ids))
-        where = lookup[self.probe.ids]
+        if len(self.lookup) <= ids.max():
+            self.lookup = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+        self.lookup[ids] = np.arange(len(ids))
+        where = self.lookup[self.probe.ids]
+        self.lookup[ids] = -1  # ready for the next batch
         return where if (where >= 0).all() else None
 
     def _analyse(self, ctx: StepContext, outputs: torch.Tensor) -> None:
@@ -221,6 +236,7 @@ class OpposingSignalsPlugin(Plugin):
                "candidates": len(result.candidates), "pairs": [describe.pair(p) for p in pairs],
                "unpaired": [describe.group(g) for g in result.unpaired]}
         ctx.log("groups", doc)
+        ctx.log("top_pair_recent", self._recent(pairs[0] if pairs else None, losses))
         ctx.log("counts", np.array([len(pairs), len(result.unpaired)], dtype=np.float64))
         ctx.log("table", describe.table(doc))
         if self.image_shape:
@@ -243,6 +259,16 @@ class OpposingSignalsPlugin(Plugin):
         w[2] = rest.float() / rest.sum()
         self.top = w.to(self.losses.device)
 
+    def _recent(self, pair: A.Pair | None, losses: np.ndarray) -> np.ndarray:
+        """(RECENT, 3): side A, side B and the rest at the window's last recorded steps."""
+        out = np.full((RECENT, 3), np.nan)
+        if pair is not None:
+            rest = np.ones(losses.shape[1], dtype=bool)
+            rest[pair.a.members] = rest[pair.b.members] = False
+            history = np.c_[pair.a.losses, pair.b.losses, losses[:, rest].mean(axis=1)][-RECENT:]
+            out[RECENT - len(history):] = history
+        return out
+
     def _thumbnails(self, pair: A.Pair | None, scores: np.ndarray) -> np.ndarray:
         k = self.settings["thumbnails"]
         out = np.full((2 * k, *self.image_shape), np.nan)
@@ -250,7 +276,7 @@ class OpposingSignalsPlugin(Plugin):
             for side, group in enumerate((pair.a, pair.b)):
                 top = group.members[np.argsort(-scores[group.members], kind="stable")[:k]]
                 images = self.inputs[top].reshape(len(top), -1, *self.image_shape).mean(axis=1)
-                out[side * k:side * k + len(top)] = images
+                out[side * k:side * k + len(top)] = np.clip(images, *self.pixel_range)
         return out
 
     # -- checkpoints ----------------------------------------------------------------------------
