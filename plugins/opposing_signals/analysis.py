@@ -4,9 +4,10 @@ scipy; torch for the gradient products), usable from a notebook without the engi
 
 The method, on a window of per-sample losses recorded at consecutive steps:
 
-1. **Candidates**: samples whose loss is unstable, by the paper's recipe (Σ|Δloss| over the window),
-   kept where that is a robust outlier (``CANDIDATE_Z`` MADs above the median). On its own this is
-   not enough: a hard sample swings with the edge-of-stability oscillation too.
+1. **Candidates**: samples whose loss is unstable, by the paper's recipe (Σ|Δloss| over the window,
+   each step's changes in units of that step's median, so the first descent or a catapult does not
+   swamp the rest), kept where that is a robust outlier (``CANDIDATE_Z`` MADs above the median). On
+   its own this is not enough: a hard sample swings with the edge-of-stability oscillation too.
 2. **Groups**: candidates whose loss changes move together (average-linkage clusters of their
    Δloss traces: the sign structure of an oscillation), split again wherever the members pull in
    different directions (their per-sample gradients, bisected while the halves' mean gradients
@@ -54,6 +55,14 @@ def loss_changes(steps: np.ndarray, losses: np.ndarray) -> np.ndarray:
         raise ValueError(f"losses: got shape {losses.shape} for {len(steps)} steps; expected (steps, samples)")
     consecutive = np.flatnonzero(np.diff(steps) == 1)
     return losses[consecutive + 1] - losses[consecutive]
+
+
+def standardised(changes: np.ndarray) -> np.ndarray:
+    """Each step's changes in units of that step's median absolute change across the samples, so
+    that no phase of training (the first fast descent, a catapult where every loss jumps) outweighs
+    the rest of the window."""
+    scale = np.median(np.abs(changes), axis=1, keepdims=True)
+    return changes / np.where(scale > 0, scale, 1.0)
 
 
 def instability(changes: np.ndarray) -> np.ndarray:
@@ -167,11 +176,11 @@ class Group:
     """Unstable samples that move together and pull the same way."""
 
     members: np.ndarray  # positions in the arrays given (sorted)
-    instability: float  # members' mean Σ|Δloss| over the window
+    instability: float  # members' mean Σ|Δloss| over the window, in units of each step's median
     swing: float  # Σ|Δ(group-mean loss)| over the window
     feature: Feature | None  # the dimension with the largest standardised mean difference
     losses: np.ndarray = field(repr=False)  # the members' mean loss at each recorded step
-    changes: np.ndarray = field(repr=False)  # its change at each pair of consecutive steps
+    changes: np.ndarray = field(repr=False)  # the members' mean standardised change, step by step
 
     @property
     def size(self) -> int:
@@ -210,8 +219,8 @@ class FeatureSpace:
         self.values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         others = self.values[rest] if rest.any() else self.values
         self.mean = others.mean(axis=0)
-        spread = others.std(axis=0)
-        self.std = np.maximum(spread, 1e-9 * max(float(spread.max()), 1e-300))
+        # a dimension the rest never varies on is measured against a hundredth of its overall spread
+        self.std = np.maximum(others.std(axis=0), np.maximum(1e-2 * self.values.std(axis=0), 1e-12))
         low, median, high = np.quantile(others, (1 - OUTER_QUANTILE, 0.5, OUTER_QUANTILE), axis=0)
         self.high, self.low = median + FENCE * (high - median), median - FENCE * (median - low)
 
@@ -248,10 +257,11 @@ class FeatureSpace:
 
 
 def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: GradientSignals,
-                         features: dict[str, np.ndarray], *, min_group: int = 5,
+                         features: dict[str, np.ndarray], labels: np.ndarray | None = None, *, min_group: int = 5,
                          gradient_cosine: float = -0.5, loss_correlation: float = -0.5,
                          feature_share: float = 0.5) -> Analysis:
-    """Pairs of opposing-signal groups, and unpaired unstable groups, among n samples.
+    """Pairs of opposing-signal groups, and unpaired unstable groups, among n samples (with their
+    ``labels``, if given: a side then holds none of the other side's main class).
 
     ``steps`` (T,) and ``losses`` (T, n): per-sample losses at recorded steps (changes are taken
     only between consecutive steps). ``signals``: output-layer gradients of the same n samples.
@@ -260,11 +270,13 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
     ``gradient_cosine``, their mean loss changes a correlation below ``loss_correlation``, and at
     least ``feature_share`` of each side's members lie far beyond the stable samples (``FENCE``
     times as far from their median as their 99th percentile, or their 1st) on one common
-    dimension. Each side of a pair is then the members that have that feature; the others
-    (samples dragged along) are a group of their own.
+    dimension. Each side of a pair is then the members that have that feature, joined by other
+    unstable samples that have it and move and pull with that side (``recruit``); the rest of a
+    paired group (samples dragged along without the feature) stays a group of its own.
     """
     losses = np.asarray(losses, dtype=np.float64)
-    changes = loss_changes(steps, losses)
+    raw = loss_changes(steps, losses)
+    changes = standardised(raw)
     n = changes.shape[1]
     scores = instability(changes)
     candidates = unstable(scores) if len(changes) >= 2 else np.zeros(0, dtype=np.int64)
@@ -277,10 +289,9 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
 
     def group(part: np.ndarray) -> Group:
         members = np.sort(candidates[part])
-        mean_change = changes[:, members].mean(axis=1)
         best = max((s.distinguishing(members) for s in spaces.values()), key=lambda f: abs(f.smd), default=None)
-        return Group(members, float(scores[members].mean()), float(np.abs(mean_change).sum()), best,
-                     losses[:, members].mean(axis=1), mean_change)
+        return Group(members, float(scores[members].mean()), float(np.abs(raw[:, members].mean(axis=1)).sum()),
+                     best, losses[:, members].mean(axis=1), changes[:, members].mean(axis=1))
 
     member = torch.zeros(len(candidates), len(parts), dtype=torch.float64)  # which group each is in
     for k, part in enumerate(parts):
@@ -300,19 +311,54 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
         si, sj = pi[space.holds(candidates[pi], shared)], pj[space.holds(candidates[pj], shared)]
         if min(len(si), len(sj)) >= min_group:
             found.append((mean_cosine(gram, si, sj), i, j, si, sj, shared))
-    pairs, used, followers = [], set(), []
+    pairs, used, taken = [], set(), np.zeros(len(candidates), dtype=bool)
     for cos, i, j, si, sj, shared in sorted(found, key=lambda f: f[0]):  # most opposed first
-        if i in used or j in used:
+        if i in used or j in used or taken[si].any() or taken[sj].any():
             continue
         used.update((i, j))
+        si, sj = recruit(si, sj, spaces[shared.space], shared, candidates, changes, gram, taken)
+        if labels is not None:
+            si, sj = apart_by_label(si, sj, labels[candidates])
+        if min(len(si), len(sj)) < min_group:
+            continue
+        taken[si] = taken[sj] = True
         a, b = group(si), group(sj)
-        pairs.append(Pair(a, b, cos, float(correlations(np.c_[a.changes, b.changes])[0, 1]), shared))
-        followers += [rest for whole, side in ((parts[i], si), (parts[j], sj))
-                      if len(rest := np.setdiff1d(whole, side)) >= min_group]
+        pairs.append(Pair(a, b, mean_cosine(gram, si, sj), float(correlations(np.c_[a.changes, b.changes])[0, 1]),
+                          shared))
     pairs.sort(key=lambda p: -p.swing)
-    unpaired = [group(p) for k, p in enumerate(parts) if k not in used] + [group(p) for p in followers]
-    unpaired.sort(key=lambda g: -g.swing)
+    rests = [part[~taken[part]] for part in parts]  # groups without the members pairs took
+    unpaired = sorted((group(r) for r in rests if len(r) >= min_group), key=lambda g: -g.swing)
     return Analysis(pairs, unpaired, candidates, scores)
+
+
+def apart_by_label(si: np.ndarray, sj: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides without the members that carry the other side's main class (and not their own):
+    the sides oppose because their labels differ, so such a member, however it moves, is neither."""
+    main_i, main_j = (int(np.bincount(labels[side]).argmax()) for side in (si, sj))
+    if main_i == main_j:
+        return si, sj
+    return si[labels[si] != main_j], sj[labels[sj] != main_i]
+
+
+def recruit(si: np.ndarray, sj: np.ndarray, space: FeatureSpace, shared: Feature, candidates: np.ndarray,
+            changes: np.ndarray, gram: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of a pair, joined by the other free candidates that have the shared feature, move
+    with one side (loss changes correlated with its mean at least ``COMOVE_CORRELATION``, and more
+    than with the other's) and pull its way (gradient cosine with its mean at least
+    ``ALIGNED_COSINE``): members the clustering left in other groups or alone."""
+    pool = np.setdiff1d(np.flatnonzero(~taken), np.r_[si, sj])
+    pool = pool[space.holds(candidates[pool], shared)]
+    if len(pool) == 0:
+        return si, sj
+    means = [changes[:, candidates[side]].mean(axis=1) for side in (si, sj)]
+    corr = correlations(np.c_[means[0], means[1], changes[:, candidates[pool]]])[:2, 2:]
+    own = np.sqrt(np.clip(np.diag(gram)[pool], 1e-300, None))
+    out = []
+    for k, side in enumerate((si, sj)):
+        pull = gram[np.ix_(pool, side)].sum(axis=1) / (own * math.sqrt(max(gram[np.ix_(side, side)].sum(), 1e-300)))
+        joins = (corr[k] >= COMOVE_CORRELATION) & (corr[k] > corr[1 - k]) & (pull >= ALIGNED_COSINE)
+        out.append(np.sort(np.r_[side, pool[joins]]))
+    return out[0], out[1]
 
 
 # ---------------------------------------------------------------------------------------------

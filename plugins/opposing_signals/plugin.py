@@ -224,7 +224,7 @@ class OpposingSignalsPlugin(Plugin):
         s = self.settings
         result = A.find_opposing_groups(
             steps, losses, A.GradientSignals(torch.stack(errors), torch.stack(heads)),
-            {"input": self.inputs, "embedding": heads[-1].numpy()}, min_group=s["min_group"],
+            {"input": self.inputs, "embedding": heads[-1].numpy()}, self.labels, min_group=s["min_group"],
             gradient_cosine=s["gradient_cosine"], loss_correlation=s["loss_correlation"],
             feature_share=s["feature_share"])
         pairs = [p if self._main_class(p.a) <= self._main_class(p.b) else dataclasses.replace(p, a=p.b, b=p.a)
