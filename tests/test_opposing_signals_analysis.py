@@ -79,6 +79,48 @@ def test_samples_dragged_along_without_the_feature_are_not_part_of_the_pair():
     assert set(FOLLOWERS) in [ids(g) for g in result.unpaired]
 
 
+def test_a_catapult_that_moves_every_loss_does_not_swamp_the_window(monkeypatch):
+    steps, losses, signals, features = planted()
+    losses[30:] += np.random.default_rng(7).uniform(0, 30, N)  # one step where every loss jumps, by up to 100×
+    (p,) = A.find_opposing_groups(steps, losses, signals, features).pairs
+    assert {frozenset(ids(p.a)), frozenset(ids(p.b))} == {frozenset(A_IDS), frozenset(B_IDS)}
+    monkeypatch.setattr(A, "standardised", lambda changes: changes)  # unscaled, the jump is all it sees
+    assert not A.find_opposing_groups(steps, losses, signals, features).pairs
+
+
+def test_with_labels_a_side_holds_none_of_the_other_sides_class():
+    steps, losses, signals, features = planted()
+    labels = np.full(N, 9)
+    labels[A_IDS], labels[B_IDS] = 0, 1
+    labels[A_IDS[:2]] = 1  # two members of A carry B's label, yet move and pull with A
+    (p,) = A.find_opposing_groups(steps, losses, signals, features, labels).pairs
+    assert {frozenset(ids(p.a)), frozenset(ids(p.b))} == {frozenset(A_IDS[2:]), frozenset(B_IDS)}
+    (p,) = A.find_opposing_groups(steps, losses, signals, features).pairs  # without labels they stay
+    assert {frozenset(ids(p.a)), frozenset(ids(p.b))} == {frozenset(A_IDS), frozenset(B_IDS)}
+
+
+def test_recruit_adds_free_feature_holders_that_move_and_pull_with_a_side():
+    steps, losses, signals, features = planted()
+    changes = A.standardised(A.loss_changes(steps, losses))
+    everyone = np.arange(N)
+    stable = np.ones(N, dtype=bool)
+    stable[np.r_[A_IDS, B_IDS, CONTROL]] = False
+    space = A.FeatureSpace("input", features["input"], stable)
+    shared = space.shared(A_IDS, B_IDS)
+    gram = signals.gram(everyone)
+    si, sj = A.recruit(A_IDS[:6], B_IDS, space, shared, everyone, changes, gram, np.zeros(N, dtype=bool))
+    assert si.tolist() == A_IDS.tolist() and sj.tolist() == B_IDS.tolist()  # A's other six come back
+    features["input"][A_IDS[6:], FEATURE] -= 10.0  # without the feature they stay out
+    space = A.FeatureSpace("input", features["input"], stable)
+    si, _ = A.recruit(A_IDS[:6], B_IDS, space, shared, everyone, changes, gram, np.zeros(N, dtype=bool))
+    assert si.tolist() == A_IDS[:6].tolist()
+    # the control moves with A and, given the feature, would still not pull A's way
+    features["input"][CONTROL, FEATURE] += 10.0
+    space = A.FeatureSpace("input", features["input"], stable)
+    si, _ = A.recruit(A_IDS[:6], B_IDS, space, shared, everyone, changes, gram, np.zeros(N, dtype=bool))
+    assert not set(si.tolist()) & set(CONTROL.tolist())
+
+
 def test_each_group_reports_the_dimension_that_sets_it_apart():
     steps, losses, signals, features = planted()
     features["input"][CONTROL, 2] -= 8.0  # the control has a feature of its own, a low value

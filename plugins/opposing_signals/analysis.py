@@ -15,10 +15,12 @@ The method, on a window of per-sample losses recorded at consecutive steps:
 3. **Pairs**: two groups whose mean gradients oppose, whose mean losses move in anti-phase, and
    whose members share a feature, an input or embedding dimension, that the stable rest of the
    data lacks (most members of each side far beyond the rest: further from its median than
-   twice its 99th percentile, or its 1st).
-   Gradient opposition and anti-phase alone are common at the edge of stability; the shared
-   feature is what makes them *outliers with opposing signals*. Each side is then the members
-   that have the feature (others move along without it). Groups without a partner are unpaired.
+   twice its 99th percentile, or its 1st). Gradient opposition and anti-phase alone are common at
+   the edge of stability; the shared feature is what makes them *outliers with opposing signals*.
+   Each side is then the members that have the feature, joined by other unstable samples that
+   have it and move and pull with that side; given labels, a side holds none of the other side's
+   main class. Members without the feature (dragged along) stay a group of their own, and groups
+   without a partner are reported unpaired.
 
 Per-sample gradients are those of the output layer, ``∂ℓᵢ/∂W = eᵢ ⊗ hᵢ`` with ``eᵢ = ∂ℓᵢ/∂logits``
 and ``hᵢ`` the layer's input (with a 1 for the bias), averaged over a few consecutive steps so that
@@ -293,34 +295,27 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
         return Group(members, float(scores[members].mean()), float(np.abs(raw[:, members].mean(axis=1)).sum()),
                      best, losses[:, members].mean(axis=1), changes[:, members].mean(axis=1))
 
-    member = torch.zeros(len(candidates), len(parts), dtype=torch.float64)  # which group each is in
-    for k, part in enumerate(parts):
-        member[torch.from_numpy(part), k] = 1.0
-    block = (member.T @ torch.from_numpy(gram) @ member).numpy()  # gradient products between groups
-    norm = np.sqrt(np.clip(np.diag(block), 1e-300, None))
-    cosines = block / np.outer(norm, norm)
-    corr = correlations((torch.from_numpy(changes[:, candidates]) @ (member / member.sum(0).clamp_min(1))).numpy())
+    cosines, corr = between_groups(parts, gram, changes[:, candidates])
     found = []  # (gradient cosine, i, j, part of i, part of j, shared feature)
     for i, j in zip(*np.nonzero(np.triu((cosines < gradient_cosine) & (corr < loss_correlation), 1))):
         pi, pj = parts[i], parts[j]
         shared = max((s.shared(candidates[pi], candidates[pj]) for s in spaces.values()),
                      key=lambda f: f.share, default=None)
-        if shared is None or shared.share < feature_share:
-            continue
-        space = spaces[shared.space]
-        si, sj = pi[space.holds(candidates[pi], shared)], pj[space.holds(candidates[pj], shared)]
-        if min(len(si), len(sj)) >= min_group:
-            found.append((mean_cosine(gram, si, sj), i, j, si, sj, shared))
+        if shared is not None and shared.share >= feature_share:
+            space = spaces[shared.space]
+            found.append((cosines[i, j], i, j, pi[space.holds(candidates[pi], shared)],
+                          pj[space.holds(candidates[pj], shared)], shared))
     pairs, used, taken = [], set(), np.zeros(len(candidates), dtype=bool)
-    for cos, i, j, si, sj, shared in sorted(found, key=lambda f: f[0]):  # most opposed first
-        if i in used or j in used or taken[si].any() or taken[sj].any():
+    for _, i, j, si, sj, shared in sorted(found, key=lambda f: f[0]):  # the most opposed first
+        if i in used or j in used:
             continue
-        used.update((i, j))
-        si, sj = recruit(si, sj, spaces[shared.space], shared, candidates, changes, gram, taken)
+        si, sj = recruit(si[~taken[si]], sj[~taken[sj]], spaces[shared.space], shared, candidates, changes,
+                         gram, taken)
         if labels is not None:
             si, sj = apart_by_label(si, sj, labels[candidates])
         if min(len(si), len(sj)) < min_group:
             continue
+        used.update((i, j))
         taken[si] = taken[sj] = True
         a, b = group(si), group(sj)
         pairs.append(Pair(a, b, mean_cosine(gram, si, sj), float(correlations(np.c_[a.changes, b.changes])[0, 1]),
@@ -329,6 +324,17 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
     rests = [part[~taken[part]] for part in parts]  # groups without the members pairs took
     unpaired = sorted((group(r) for r in rests if len(r) >= min_group), key=lambda g: -g.swing)
     return Analysis(pairs, unpaired, candidates, scores)
+
+
+def between_groups(parts: list[np.ndarray], gram: np.ndarray, changes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every two groups (positions in ``gram`` and columns of ``changes``): the cosine between
+    their mean gradients and the correlation of their mean loss changes, (g, g) each."""
+    member = torch.zeros(len(changes.T), len(parts), dtype=torch.float64)
+    for k, part in enumerate(parts):
+        member[torch.from_numpy(part), k] = 1.0 / len(part)
+    block = (member.T @ torch.from_numpy(gram) @ member).numpy()
+    norm = np.sqrt(np.clip(np.diag(block), 1e-300, None))
+    return block / np.outer(norm, norm), correlations((torch.from_numpy(changes) @ member).numpy())
 
 
 def apart_by_label(si: np.ndarray, sj: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
