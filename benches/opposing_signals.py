@@ -29,14 +29,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benches")]
 
 
 def cnn(steps: int, plugin: dict | None) -> dict:
-    cfg = {"run": {"seed": 0, "steps": steps, "eval_every": 500, "threads": 1},
-           "data": {"source": "digits", "batch_size": 64},
-           "model": {"name": "cnn"}, "optimizer": {"name": "sgd", "lr": 0.1},
-           "loss": {"name": "cross_entropy"}}
+    """The small CNN of benches/sharpness.py, with this plugin instead."""
+    from sharpness import cnn_config
+    cfg = cnn_config(steps, None)
     if plugin is not None:
         cfg["plugins"] = {"opposing_signals": plugin}
     return cfg

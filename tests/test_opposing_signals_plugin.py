@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import tomllib
 from collections import Counter
 
@@ -22,7 +23,7 @@ from engine.errors import ConfigError
 from engine.models import build_model
 from engine.plugin import validate_plugin_table
 from engine.spikes import find_spikes
-from engine.trainer import Control, Trainer
+from engine.store import checkpoint_dir
 from plugins.opposing_signals.plugin import OpposingSignalsPlugin, pair_moves
 
 EXAMPLE = ROOT / "assets" / "examples" / "opposing-signals.toml"
@@ -245,32 +246,25 @@ def test_mini_batch_training_records_bursts_before_each_analysis(tmp_path):
     assert [len(r["steps"]) for r in rows] == [4, 8, 12]
 
 
-def test_a_resumed_run_analyses_exactly_as_an_uninterrupted_one(tmp_path):
+def test_a_run_resumed_between_the_two_gradient_steps_analyses_as_if_never_stopped(tmp_path):
     cfg = example(steps=300, sharpness=False)
-    cfg["plugins"]["opposing_signals"]["every"] = 100
-    cfg = RunConfig.from_dict(cfg)
-    Trainer(cfg, tmp_path / "full.h5").run()
-    control = Control()
-    part = tmp_path / "part.h5"
-    trainer = Trainer(cfg, part, control)
-    original = trainer._train_step
-
-    def step_then_maybe_stop(step):
-        value = original(step)
-        if step == 199:  # between the two steps whose gradients the analysis at 200 averages
-            control.stop()
-        return value
-    trainer._train_step = step_then_maybe_stop
-    assert trainer.run() == "stopped"
-    assert Trainer(cfg, part, resume=True).run() == "finished"
-    full, resumed = open_run(tmp_path / "full.h5"), open_run(part)
+    cfg["run"].update(checkpoint_every=199, keep_checkpoints=0)  # one checkpoint at step 199
+    cfg["plugins"]["opposing_signals"]["every"] = 100  # whose analysis at 200 averages 199 and 200
+    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
+    train(full, cfg)
+    shutil.copy(full, part)
+    shutil.copytree(checkpoint_dir(full), checkpoint_dir(part))
+    (checkpoint_dir(part) / "step_00000300.pt").unlink()
+    state = torch.load(checkpoint_dir(part) / "step_00000199.pt", weights_only=True)
+    assert state["plugins"]["opposing_signals"]["last_step"] == 199
+    assert run_training(cfg, part, resume=True) == "finished"  # from step 199, into the same file
+    full, resumed = open_run(full), open_run(part)
     for name in ("opposing_signals/top_pair_loss", "opposing_signals/counts"):
         s1, v1 = full.series(name)
         s2, v2 = resumed.series(name)
         assert np.array_equal(s1, s2) and np.array_equal(v1, v2, equal_nan=True), name
     assert full.series("opposing_signals/groups")[1] == resumed.series("opposing_signals/groups")[1]
-    state = torch.load(sorted((tmp_path / "part.ckpt").glob("*.pt"))[0], weights_only=True)
-    assert state["plugins"]["opposing_signals"]["last_step"] == 199
+    assert [e["kind"] for e in resumed.events()].count("resumed") == 1
 
 
 @pytest.mark.parametrize("key, value, expected", [
