@@ -49,8 +49,8 @@ def planted(steps: int, plugin: dict | None) -> dict:
 
 
 SUITES = {
-    "small CNN on digits, batch 64": (cnn, {"no plugin": None, "default (every 500, burst 6)": {},
-                                             "every 100, burst 6": {"every": 100}}),
+    "small CNN on digits, batch 64": (cnn, {"no plugin": None, "default (every 500, burst 5)": {},
+                                             "every 100, burst 5": {"every": 100}}),
     "planted example, full batch (MLP 64-64)": (planted, {"no plugin": None, "default (every 500)": {},
                                                           "every 100": {"every": 100}}),
 }

@@ -10,7 +10,7 @@ import torch
 
 from plugins.opposing_signals import analysis as A
 
-N, T, C, D, X = 300, 64, 4, 6, 12
+N, T, C, D, X = 600, 64, 4, 6, 12
 A_IDS, B_IDS = np.arange(0, 12), np.arange(12, 24)
 CONTROL, FOLLOWERS = np.arange(24, 48), np.arange(48, 56)
 FEATURE = 5  # the input dimension A and B share

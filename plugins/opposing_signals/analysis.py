@@ -38,7 +38,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
 CANDIDATE_Z = 3.0  # robust z-score of Σ|Δloss| above which a sample is unstable
-MAX_CANDIDATES = 512  # the most unstable samples grouped at once (the work grows with its square)
+MAX_CANDIDATES = 512  # the most unstable samples grouped at once (the work grows with its square),
+MAX_CANDIDATE_SHARE = 0.1  # and at most this share of them: outliers are few, noise is not
 COMOVE_CORRELATION = 0.5  # average correlation of loss changes inside a group
 ALIGNED_COSINE = 0.5  # a group is split while its halves' mean gradients have a cosine below this
 OUTER_QUANTILE = 0.99  # "beyond the rest": further from the rest's median than FENCE times its
@@ -79,8 +80,11 @@ def robust_z(scores: np.ndarray) -> np.ndarray:
     return (scores - med) / mad if mad > 0 else np.zeros_like(scores)
 
 
-def unstable(scores: np.ndarray, z: float = CANDIDATE_Z, limit: int = MAX_CANDIDATES) -> np.ndarray:
-    """Positions of the samples whose score is a robust outlier, the most unstable first."""
+def unstable(scores: np.ndarray, z: float = CANDIDATE_Z, limit: int | None = None) -> np.ndarray:
+    """Positions of the samples whose score is a robust outlier, the most unstable first: at most
+    ``limit`` (default: ``MAX_CANDIDATE_SHARE`` of them, and no more than ``MAX_CANDIDATES``)."""
+    if limit is None:
+        limit = min(MAX_CANDIDATES, max(1, int(MAX_CANDIDATE_SHARE * len(scores))))
     zs = robust_z(scores)
     order = np.argsort(-zs, kind="stable")[:limit]
     return order[zs[order] > z]

@@ -48,8 +48,8 @@ class OpposingSignalsPlugin(Plugin):
                    "in opposite directions (Rosenfeld & Risteski): per-sample losses and output-layer "
                    "gradients on a fixed probe set, grouped and paired; loss spikes attributed to them.")
     # Where the batch does not hold the probe set, an analysis costs its recording burst: `burst`
-    # forward passes over the probe, about 6 training steps each on the digits CNN. Six every 500
-    # steps keep that, and the analysis itself, under a tenth of the training time (benches/
+    # forward passes over the probe, about 7 training steps each on the digits CNN. Five every 500
+    # steps keep that, and the analysis itself, near a tenth of the training time (benches/
     # opposing_signals.py); full-batch runs record for free and may ask for more (every = 100).
     # Each analysis looks back over the 500 steps since the last: one burst, or every step.
     default_every = 500
@@ -57,7 +57,7 @@ class OpposingSignalsPlugin(Plugin):
         Setting("probe_size", 2048, "training samples followed (the same for the whole run)", min=1),
         Setting("window", 500, "training steps each analysis looks back over: the ring buffer keeps what "
                 "was recorded in them (at most window × probe_size losses)", min=2),
-        Setting("burst", 6, "consecutive steps recorded before each analysis when the training batch does "
+        Setting("burst", 5, "consecutive steps recorded before each analysis when the training batch does "
                 "not hold the whole probe set (each costs a forward pass over it)", min=GRADIENT_STEPS),
         Setting("min_group", 5, "fewest samples a group may have", min=2),
         Setting("gradient_cosine", -0.5, "a pair's mean gradients have a cosine below this", min=-1.0, max=0.0),
@@ -141,7 +141,7 @@ class OpposingSignalsPlugin(Plugin):
     # -- hooks ----------------------------------------------------------------------------------
     def setup(self, run: RunContext) -> None:
         self.run = run
-        self.total_steps = run.total_steps
+        self.total_steps = run.total_steps or math.inf  # a loop that does not say: analyses go on
         self.probe = run.probe(self.settings["probe_size"])
         n = len(self.probe.ids)
         ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
@@ -186,7 +186,10 @@ class OpposingSignalsPlugin(Plugin):
         """The probe's per-sample losses at this step, and where gradients are kept its outputs and
         head inputs: from the step's own batch when it holds the whole probe, else a forward pass."""
         captures = self._captures(ctx.step)
-        where = self._positions_in(ctx.ids)
+        try:
+            where = self._positions_in(ctx.ids)
+        except LookupError:  # a training loop of the user's that gives no sample ids
+            where = None
         if where is not None:
             at = torch.from_numpy(where).to(ctx.per_sample_loss.device)
             head, self.head_input = self.head_input, None
