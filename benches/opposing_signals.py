@@ -86,8 +86,8 @@ def bench_training(steps: int, repeats: int) -> None:
             cpu = statistics.median(r["cpu_seconds"] for r in runs)
             mem = max(r["peak_rss_mb"] for r in runs)
             every = ", ".join(f"{r['seconds']:.2f}" for r in runs)
-            print(f"  {variant:30s} wall {wall:6.2f} s {wall / wall0:5.2f}×  cpu {cpu:6.2f} s {cpu / cpu0:5.2f}×  "
-                  f"peak RSS {mem:5.0f} MB {mem / mem0:5.2f}×   [{every}]")
+            print(f"  {variant:30s} wall {wall:6.2f} s {wall / wall0:5.2f}×  "
+                  f"cpu {cpu:6.2f} s {cpu / cpu0:5.2f}×  peak RSS {mem:5.0f} MB {mem / mem0:5.2f}×   [{every}]")
 
 
 def bench_analysis(repeats: int) -> None:

@@ -143,6 +143,14 @@ def test_a_stricter_threshold_rejects_what_a_looser_one_accepts():
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------------
+def test_inputs_of_different_lengths_are_refused_by_name():
+    steps, losses, signals, features = planted()
+    with pytest.raises(ValueError, match=f"input: got 10 samples, expected {N}"):
+        A.find_opposing_groups(steps, losses, signals, {"input": features["input"][:10]})
+    with pytest.raises(ValueError, match="labels: got 3 samples"):
+        A.find_opposing_groups(steps, losses, signals, features, np.zeros(3, dtype=int))
+
+
 def test_loss_changes_span_exactly_one_step():
     steps = np.array([5, 6, 7, 20, 21])
     losses = np.arange(10.0).reshape(5, 2) ** 2

@@ -138,14 +138,18 @@ def test_the_run_file_row_names_samples_by_their_ids_in_the_source(planted):
     assert set(row) >= {"pairs", "unpaired", "window", "steps", "candidates"}
     assert row["steps"] == list(range(row["window"][0], step + 1)) and row["window"][1] == step
     pair = row["pairs"][0]
-    assert set(pair) >= {"a", "b", "loss_corr", "grad_cos", "feature", "feature_share", "sides", "loss_a", "loss_b"}
+    assert set(pair) >= {"a", "b", "loss_corr", "grad_cos", "feature", "feature_share", "sides", "loss_a",
+                         "loss_b"}
     assert len(pair["loss_a"]) == len(pair["loss_b"]) == len(row["steps"])
     assert pair["feature"] in {f"input pixel (row {r}, column {c})" for r in (0, 1) for c in (0, 1)}
     a, b = pair["sides"]
     assert (a["classes"], b["classes"]) == ({"0": len(pair["a"])}, {"1": len(pair["b"])})  # side A: class 0
     source_rows = {"a": np.flatnonzero(load_meta(cfg) == "a"), "b": np.flatnonzero(load_meta(cfg) == "b")}
     assert set(pair["a"]) <= set(source_rows["a"].tolist()) and set(pair["b"]) <= set(source_rows["b"].tolist())
-    assert all(set(g) >= {"ids", "size", "classes", "predicted", "feature", "mean_loss"} for g in row["unpaired"])
+    assert all(set(g) >= {"ids", "size", "classes", "predicted", "feature", "mean_loss", "examples"}
+               for g in [*row["unpaired"], *pair["sides"]])
+    for side in pair["sides"]:  # the most unstable members, to look at
+        assert set(side["examples"]) <= set(side["ids"]) and len(side["examples"]) == min(8, side["size"])
     json.dumps(row)  # plain JSON
 
 
@@ -203,7 +207,8 @@ def test_findings_are_sentences_with_numbers_and_units(planted):
         assert f.message[0].isupper() and f.message.endswith(".") and f.unit and f.value is not None
     pair = next(f for f in found if f.message.startswith("Opposing signals"))
     _, row = run.row_at("opposing_signals/groups")
-    assert f"cosine {row['pairs'][0]['grad_cos']:.2f}" in pair.message and pair.value == row["pairs"][0]["grad_cos"]
+    grad_cos = row["pairs"][0]["grad_cos"]
+    assert f"cosine {grad_cos:.2f}" in pair.message and pair.value == grad_cos
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -270,7 +275,8 @@ def test_a_run_resumed_between_the_two_gradient_steps_analyses_as_if_never_stopp
 @pytest.mark.parametrize("key, value, expected", [
     ("gradient_cosine", 0.5, "in [-1.0, 0.0]"), ("burst", 1, "≥ 2"), ("feature_share", "most", "a number")])
 def test_a_wrong_setting_names_the_key_the_value_and_what_was_expected(key, value, expected):
-    with pytest.raises(ConfigError, match=rf"plugins\.opposing_signals\.{key}: got .*expected .*{re.escape(expected)}"):
+    pattern = rf"plugins\.opposing_signals\.{key}: got .*expected .*{re.escape(expected)}"
+    with pytest.raises(ConfigError, match=pattern):
         validate_plugin_table("opposing_signals", {key: value})
 
 

@@ -90,8 +90,9 @@ def test_chunked_windows_match_a_single_chunk(monkeypatch):
     assert find_spikes(np.arange(1000), loss) == expected
 
 
-@pytest.mark.parametrize("kwargs, message", [({"window": 2}, "window: got 2"), ({"min_gap": 0}, "min_gap"),
-                                             ({"threshold": 0.0}, "threshold"), ({"min_ratio": -1.0}, "min_ratio")])
+@pytest.mark.parametrize("kwargs, message", [
+    ({"window": 2}, "window: got 2"), ({"min_gap": 0}, "min_gap"), ({"threshold": 0.0}, "threshold"),
+    ({"min_ratio": -1.0}, "min_ratio")])
 def test_a_wrong_rule_names_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SpikeRule(**kwargs)

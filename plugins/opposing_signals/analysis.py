@@ -22,10 +22,11 @@ The method, on a window of per-sample losses recorded at consecutive steps:
    main class. Members without the feature (dragged along) stay a group of their own, and groups
    without a partner are reported unpaired.
 
-Per-sample gradients are those of the output layer, ``∂ℓᵢ/∂W = eᵢ ⊗ hᵢ`` with ``eᵢ = ∂ℓᵢ/∂logits``
-and ``hᵢ`` the layer's input (with a 1 for the bias), averaged over a few consecutive steps so that
-both phases of a period-2 oscillation count. They are kept in that factored form: every inner
-product needed is ``(eᵢ·eⱼ)(hᵢ·hⱼ)``, so memory grows with classes plus width, not their product.
+Per-sample gradients are those of the output layer, ``∂ℓᵢ/∂W = eᵢ ⊗ hᵢ`` with
+``eᵢ = ∂ℓᵢ/∂logits`` and ``hᵢ`` the layer's input (with a 1 for the bias), averaged over a few
+consecutive steps so that both phases of a period-2 oscillation count. They are kept in that
+factored form: every inner product needed is ``(eᵢ·eⱼ)(hᵢ·hⱼ)``, so memory grows with classes plus
+width, not their product.
 """
 from __future__ import annotations
 
@@ -284,6 +285,10 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
     raw = loss_changes(steps, losses)
     changes = standardised(raw)
     n = changes.shape[1]
+    for name, values in [*features.items(), *([("labels", labels)] if labels is not None else []),
+                         ("signals", signals.errors[0])]:
+        if len(values) != n:
+            raise ValueError(f"{name}: got {len(values)} samples, expected {n} like the losses")
     scores = instability(changes)
     candidates = unstable(scores) if len(changes) >= 2 else np.zeros(0, dtype=np.int64)
     gram = signals.gram(candidates)
@@ -330,7 +335,8 @@ def find_opposing_groups(steps: np.ndarray, losses: np.ndarray, signals: Gradien
     return Analysis(pairs, unpaired, candidates, scores)
 
 
-def between_groups(parts: list[np.ndarray], gram: np.ndarray, changes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def between_groups(parts: list[np.ndarray], gram: np.ndarray,
+                   changes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For every two groups (positions in ``gram`` and columns of ``changes``): the cosine between
     their mean gradients and the correlation of their mean loss changes, (g, g) each."""
     member = torch.zeros(len(changes.T), len(parts), dtype=torch.float64)
@@ -365,7 +371,8 @@ def recruit(si: np.ndarray, sj: np.ndarray, space: FeatureSpace, shared: Feature
     own = np.sqrt(np.clip(np.diag(gram)[pool], 1e-300, None))
     out = []
     for k, side in enumerate((si, sj)):
-        pull = gram[np.ix_(pool, side)].sum(axis=1) / (own * math.sqrt(max(gram[np.ix_(side, side)].sum(), 1e-300)))
+        total = math.sqrt(max(gram[np.ix_(side, side)].sum(), 1e-300))
+        pull = gram[np.ix_(pool, side)].sum(axis=1) / (own * total)  # cosine with the side's mean
         joins = (corr[k] >= COMOVE_CORRELATION) & (corr[k] > corr[1 - k]) & (pull >= ALIGNED_COSINE)
         out.append(np.sort(np.r_[side, pool[joins]]))
     return out[0], out[1]

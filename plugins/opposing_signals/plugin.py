@@ -39,6 +39,7 @@ FORWARD_CHUNK = 1024  # probe samples per forward pass of a recording burst
 MOVE_LOOKBACK = 50  # recorded steps a pair's losses are compared against when explaining a step
 SPIKES_EXPLAINED = 3  # the largest spikes of a run each get a finding
 RECENT = 64  # recorded steps of the top pair's losses drawn as of each analysis
+EXAMPLES = 8  # ids of each group's most unstable members, to look at in the data
 
 
 class OpposingSignalsPlugin(Plugin):
@@ -234,7 +235,7 @@ class OpposingSignalsPlugin(Plugin):
                  for p in result.pairs]  # side A: the side whose main class comes first
         self._set_top(pairs[0] if pairs else None)
         describe = Describer(self.run.class_names, self.probe.ids, self.labels, outputs.argmax(1).cpu().numpy(),
-                             self.run.input_shape)
+                             result.scores, self.run.input_shape)
         doc = {"window": [int(steps[0]), int(steps[-1])], "steps": steps.tolist(),
                "candidates": len(result.candidates), "pairs": [describe.pair(p) for p in pairs],
                "unpaired": [describe.group(g) for g in result.unpaired]}
@@ -337,9 +338,9 @@ def _output_errors(per_sample_loss, outputs: torch.Tensor, targets: torch.Tensor
 class Describer:
     """Turns analysis groups into the run file's JSON: ids, classes, predictions, features."""
 
-    def __init__(self, class_names, ids, labels, predicted, input_shape):
+    def __init__(self, class_names, ids, labels, predicted, scores, input_shape):
         self.names, self.ids, self.labels, self.predicted = list(class_names), ids, labels, predicted
-        self.input_shape = tuple(input_shape)
+        self.scores, self.input_shape = scores, tuple(input_shape)
 
     def _count(self, classes: np.ndarray) -> dict[str, int]:
         return {self.names[c]: n for c, n in Counter(classes.tolist()).most_common()}
@@ -347,6 +348,7 @@ class Describer:
     def group(self, g: A.Group) -> dict:
         m, f = g.members, g.feature
         return {"ids": self.ids[m].tolist(), "size": g.size, "classes": self._count(self.labels[m]),
+                "examples": self.ids[m[np.argsort(-self.scores[m], kind="stable")[:EXAMPLES]]].tolist(),
                 "predicted": self._count(self.predicted[m]), "mean_loss": float(g.losses.mean()),
                 "instability": g.instability,
                 "feature": A.feature_name(f, self.input_shape) if f else "",
