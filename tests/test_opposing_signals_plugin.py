@@ -196,6 +196,9 @@ def test_each_loss_spike_is_attributed_to_the_pair_with_the_sharpness_there(plan
         assert f"({da:+.3g})" in f.message and f"({db:+.3g})" in f.message
         assert max(move.at) > 2 * max(move.before)  # one side's loss shot up at the spike
         assert "sharpness λ_max was" in f.message and "× the edge-of-stability threshold" in f.message
+        said = OpposingSignalsPlugin.explain(run, spike.step)  # what `traindx explain` will print
+        lead = f"At step {spike.step}, "
+        assert said.startswith(lead + "the opposing pair") and said[len(lead):] in f.message
 
 
 def test_findings_are_sentences_with_numbers_and_units(planted):

@@ -14,8 +14,8 @@ pair's row in the run file carries both sides' mean loss over the window.
 
 Findings, read back from the run file: the pairs and what they share, unpaired unstable groups,
 and for each training-loss spike (``engine.spikes``) the pair whose losses moved most at that step,
-with the sharpness there when the sharpness plugin ran (``pair_moves`` answers the same question
-for any step).
+with the sharpness there when the sharpness plugin ran (``explain(run, step)`` says the same of any
+step, ``pair_moves`` gives the numbers).
 """
 from __future__ import annotations
 
@@ -315,6 +315,14 @@ class OpposingSignalsPlugin(Plugin):
             out += spike_findings(run, steps, rows)
         return out
 
+    @classmethod
+    def explain(cls, run, step: int) -> str:
+        """One sentence on ``step`` for ``traindx explain RUN --step N`` (issue 15): which opposing
+        pair's losses moved most there and by how much; the spike findings say the same."""
+        if PREFIX + "groups" not in run.names():
+            return ""
+        return f"At step {step}, {what_moved(run, step)[0]}."
+
 
 # ---------------------------------------------------------------------------------------------
 # Helpers of the hooks
@@ -463,23 +471,28 @@ def sharpness_at(run, step: int) -> str:
     return text
 
 
+def what_moved(run, step: int, rows=None) -> tuple[str, dict | None]:
+    """At ``step``: which opposing pair's losses moved most and by how much, with the sharpness
+    there, as a clause ("the opposing pair that moved most, …: side A's mean loss went from …"),
+    and that pair's entry (None if no pair was found around the step)."""
+    moves = pair_moves(run, step, rows)
+    if not moves:
+        return "no opposing pair was found around it" + sharpness_at(run, step), None
+    pair, move = moves[0]
+    (da, db), (ba, bb), (na, nb) = move.change, move.before, move.at
+    return (f"the opposing pair that moved most, {_sides(pair)} over {pair['feature']}: side A's mean loss went "
+            f"from {ba:.4g} to {na:.4g} ({da:+.3g}), side B's from {bb:.4g} to {nb:.4g} ({db:+.3g})"
+            + sharpness_at(run, step)), pair
+
+
 def spike_findings(run, group_steps, rows) -> list[Finding]:
     """For each of the largest training-loss spikes, the opposing pair whose losses moved most."""
     steps, loss = run.series("train/loss")
     spikes = sorted(find_spikes(steps, loss), key=lambda s: -s.ratio)[:SPIKES_EXPLAINED]
     out = []
     for spike in sorted(spikes, key=lambda s: s.step):
-        head = (f"At step {spike.step} the training loss spiked to {spike.ratio:.2f}× its running median "
-                f"({spike.loss:.4g} against {spike.median:.4g})")
-        moves = pair_moves(run, spike.step, (group_steps, rows))
-        if not moves:
-            out.append(Finding("opposing_signals", "info", head + "; no opposing pair was found around it"
-                               + sharpness_at(run, spike.step) + ".", spike.step, spike.ratio, "× median"))
-            continue
-        pair, move = moves[0]
-        (da, db), (ba, bb), (na, nb) = move.change, move.before, move.at
-        out.append(Finding("opposing_signals", "warning", (
-            f"{head}; the opposing pair that moved most, {_sides(pair)} over {pair['feature']}: side A's "
-            f"mean loss went from {ba:.4g} to {na:.4g} ({da:+.3g}), side B's from {bb:.4g} to {nb:.4g} "
-            f"({db:+.3g}){sharpness_at(run, spike.step)}."), spike.step, spike.ratio, "× median"))
+        clause, pair = what_moved(run, spike.step, (group_steps, rows))
+        out.append(Finding("opposing_signals", "warning" if pair else "info", (
+            f"At step {spike.step} the training loss spiked to {spike.ratio:.2f}× its running median "
+            f"({spike.loss:.4g} against {spike.median:.4g}); {clause}."), spike.step, spike.ratio, "× median"))
     return out
