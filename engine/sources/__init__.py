@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-BUILTIN: dict[str, str] = {  # source name → module, e.g. "engine.sources.opposing"
+BUILTIN: dict[str, str] = {  # source name → module
+    "synthetic-opposing": "engine.sources.opposing",
     "synthetic-slices": "engine.sources.slices",
 }
 
