@@ -16,6 +16,7 @@ from typing import Any
 
 from . import sources
 from .errors import ConfigError, describe_expected, suggest
+from .spikes import SpikeRule
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,15 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "loss": {
         "name": Field("cross_entropy", str, "training loss (mse: on one-hot targets)",
                       choices=("cross_entropy", "mse")),
+    },
+    "spikes": {  # engine/spikes.py: a step's loss against the running median of the steps before it
+        "enabled": Field(True, bool, "watch the training loss for spikes (a loss_spike event and a finding each)"),
+        "window": Field(SpikeRule.window, int, "steps before a step whose median its loss is compared with",
+                        min=3),
+        "threshold": Field(SpikeRule.threshold, float, "robust standard deviations (1.4826·MAD of the window) "
+                           "above the median that make a spike", min=0.1),
+        "min_ratio": Field(SpikeRule.min_ratio, float, "and at least this many times the median", min=1.0),
+        "min_gap": Field(SpikeRule.min_gap, int, "spiking steps closer than this are one spike", min=1),
     },
 }
 

@@ -23,6 +23,7 @@ from .data import Split
 from .distributed import NullWriter
 from .models import EmbeddingTap
 from .plugin import EvalContext, Plugin, PluginHost, RunContext, StepContext, View
+from .spikes import SpikeDetector, SpikeRule
 from .store import RunWriter
 
 EVAL_CHUNK = 1024
@@ -33,11 +34,14 @@ CORE_SERIES = (("train/loss", "", "mean training loss of the step's batch"),
                ("lr", "", "learning rate used at the step"),
                ("grad_norm", "", "L2 norm of the full gradient at the step"),
                ("wall_time", "s", "seconds since the run started (excluding pauses before resume)"),
+               ("train/loss_spike", "× median", "a training-loss spike's size: its loss over the median of "
+                "the steps before it (a row at each spike, written once the spike is over)"),
                ("val/loss", "", "mean loss on the validation split"),
                ("val/accuracy", "", "accuracy on the validation split"))
 
 CORE_VIEWS = (
-    View("line", "Loss", ("train/loss", "val/loss"), "Training loss per batch and validation loss at each evaluation."),
+    View("line", "Loss", ("train/loss", "val/loss"), "Training loss per batch and validation loss at each evaluation; "
+         "markers at loss spikes (click one to explain it).", {"spikes": "train/loss_spike"}),
     View("line", "Accuracy", ("train/accuracy", "val/accuracy"), "Share of correctly classified samples."),
     View("line", "Learning rate", ("lr",), "The learning rate the optimizer used at each step."),
     View("line", "Gradient norm", ("grad_norm",),
@@ -75,6 +79,7 @@ class RunSession:
                  environment: str, static: dict[str, Any], resume_step: int | None = None,
                  main: bool = True, overwrite: bool = False):
         self.ctx, self.val = ctx, val
+        self.spikes: SpikeDetector | None = None
         if not main:
             self.writer = NullWriter()
             self.host = PluginHost([], self.writer)
@@ -95,6 +100,12 @@ class RunSession:
         except BaseException:  # a run that never started leaves no file
             w.abandon()
             raise
+        spikes = config.sections["spikes"]
+        if spikes["enabled"]:
+            self.spikes = SpikeDetector(SpikeRule.from_config(spikes))
+            if resume_step is not None:  # the steps before the resume are the first steps' baseline
+                self.spikes.seed(w.tail("train/loss", spikes["window"]))
+            self._recent: tuple[list[int], list[float]] = ([], [])
 
     def begin(self, step: int, resumed: bool, message: str, plugin_states: dict | None = None) -> None:
         """The first event, then the plugins' set-up (and, on a resume, their saved state)."""
@@ -139,6 +150,9 @@ class RunSession:
                  accuracy: float | None = None, grad_norm: float | None = None) -> None:
         w = self.writer
         w.append("train/loss", step, loss)
+        if self.spikes is not None:
+            self._recent[0].append(step)
+            self._recent[1].append(loss)
         w.append("lr", step, lr)
         w.append("wall_time", step, wall_time)
         if accuracy is not None:
@@ -187,16 +201,37 @@ class RunSession:
 
     # -- the end --------------------------------------------------------------------------------
     def end(self, step: int) -> None:
+        """The end of training: a loss spike still going on is reported, then the plugins' ``on_end``."""
+        self._find_spikes(last=True)
         self.host.end(self.ctx, step)
 
     def flush(self) -> None:
+        self._find_spikes()
         self.writer.flush()
 
     def maybe_flush(self) -> None:
-        self.writer.maybe_flush()
+        if self.writer.flush_due():
+            self.flush()
 
     def close(self, status: str) -> None:
+        self._find_spikes(last=True)
         self.writer.close(status)
+
+    def _find_spikes(self, last: bool = False) -> None:
+        """The loss spikes that ended since the last flush (one vectorised pass over their steps), each
+        a row of train/loss_spike and a ``loss_spike`` event at its step; at the end, one still going."""
+        if self.spikes is None:
+            return
+        steps, losses = self._recent
+        self._recent = ([], [])
+        found = self.spikes.update_many(steps, losses)
+        if last and (ongoing := self.spikes.finish()) is not None:
+            found.append(ongoing)
+        for s in found:
+            self.writer.append("train/loss_spike", s.step, s.ratio)
+            self.writer.event(s.step, "loss_spike", f"training loss spiked at step {s.step}: {s.loss:.4g}, "
+                              f"{s.ratio:.2f}× the median {s.median:.4g} of the {self.spikes.rule.window} "
+                              "steps before")
 
     def plugin_states(self) -> dict[str, dict[str, Any]]:
         return self.host.state_dicts()

@@ -7,13 +7,13 @@ ignores wiggles that are many MADs tall only because the curve is very smooth. S
 than ``min_gap`` steps apart are one spike, reported at its highest ratio to the median. A falling
 or flat curve, however noisy, has none.
 
-``find_spikes`` takes a whole series; ``SpikeDetector`` takes one step at a time and reports each
-spike once it is over (``min_gap`` quiet steps later, or at ``finish``). Both give the same spikes.
+``find_spikes`` takes a whole series; ``SpikeDetector`` takes steps as they come (one or many at a
+time) and reports each spike once it is over (``min_gap`` quiet steps later, or at ``finish``).
+Both give the same spikes.
 Non-finite losses are skipped (divergence is its own event).
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +33,16 @@ class Spike:
 
 @dataclass(frozen=True)
 class SpikeRule:
+    """The rule a spike meets (the run config's [spikes] table holds the same keys)."""
+
     window: int = 50
     threshold: float = 6.0
     min_ratio: float = 1.1
     min_gap: int = 20
+
+    @classmethod
+    def from_config(cls, table: dict) -> "SpikeRule":
+        return cls(table["window"], table["threshold"], table["min_ratio"], table["min_gap"])
 
     def __post_init__(self):
         for name, low in (("window", 3), ("min_gap", 1)):
@@ -65,15 +71,19 @@ class _Merger:
         self.current: Spike | None = None
         self.last_hit = 0
 
-    def add(self, step: int, spike: Spike | None) -> Spike | None:
-        done = None
+    def add(self, step: int, spike: Spike) -> Spike | None:
+        done = self.quiet_at(step)
+        if self.current is None or spike.ratio > self.current.ratio:
+            self.current = spike
+        self.last_hit = step
+        return done
+
+    def quiet_at(self, step: int) -> Spike | None:
+        """The current spike, if ``step`` is ``min_gap`` steps past its last spiking step: it is over."""
         if self.current is not None and step - self.last_hit >= self.min_gap:
             done, self.current = self.current, None
-        if spike is not None:
-            if self.current is None or spike.ratio > self.current.ratio:
-                self.current = spike
-            self.last_hit = step
-        return done
+            return done
+        return None
 
     def finish(self) -> Spike | None:
         done, self.current = self.current, None
@@ -81,48 +91,59 @@ class _Merger:
 
 
 class SpikeDetector:
-    """The incremental form: ``update(step, loss)`` returns a spike when one has ended."""
+    """The incremental form: losses go in as they come (one step, or many at once: the engine feeds
+    a flush's worth of steps in one vectorised call), spikes come out once they are over."""
 
     def __init__(self, rule: SpikeRule = SpikeRule()):
         self.rule = rule
-        self.history: deque[float] = deque(maxlen=rule.window)
+        self.history = np.zeros(0)  # the last ``window`` finite losses
         self.merger = _Merger(rule.min_gap)
 
+    def seed(self, losses) -> None:
+        """The losses of the steps before the first one fed (a resumed run's last ones)."""
+        losses = np.asarray(losses, dtype=np.float64)
+        self.history = losses[np.isfinite(losses)][-self.rule.window:]
+
     def update(self, step: int, loss: float) -> Spike | None:
-        if not np.isfinite(loss):
-            return None
-        spike = None
-        if len(self.history) == self.rule.window:
-            past = np.fromiter(self.history, dtype=np.float64)
-            median = float(np.median(past))
-            spike = self.rule.judge(step, loss, median, float(np.median(np.abs(past - median))))
-        self.history.append(float(loss))
-        return self.merger.add(step, spike)
+        done = self.update_many([step], [loss])
+        return done[0] if done else None
+
+    def update_many(self, steps, losses) -> list[Spike]:
+        """The spikes that are over by the last of these steps, in step order."""
+        steps = np.asarray(steps)
+        losses = np.asarray(losses, dtype=np.float64)
+        ok = np.isfinite(losses)
+        steps, losses = steps[ok], losses[ok]
+        w, out = self.rule.window, []
+        series = np.concatenate([self.history, losses])
+        offset = len(self.history)  # series[offset + t] is losses[t]
+        for start in range(max(w, offset), len(series), CHUNK):  # rows with a full window before them
+            stop = min(len(series), start + CHUNK)
+            past = np.lib.stride_tricks.sliding_window_view(series[start - w:stop - 1], w)
+            median = np.median(past, axis=1)
+            mad = np.median(np.abs(past - median[:, None]), axis=1)
+            now = series[start:stop]
+            rise = now - median
+            flagged = (median > 0) & (now >= self.rule.min_ratio * median) & \
+                (rise > self.rule.threshold * (MAD_TO_SD * mad))
+            for i in np.flatnonzero(flagged):  # spikes are few: the merging runs on them alone
+                t = start + int(i) - offset
+                spike = self.rule.judge(steps[t], losses[t], median[i], mad[i])
+                if spike is not None and (done := self.merger.add(int(steps[t]), spike)) is not None:
+                    out.append(done)
+        if len(steps) and (done := self.merger.quiet_at(int(steps[-1]))) is not None:
+            out.append(done)
+        self.history = series[-w:]
+        return out
 
     def finish(self) -> Spike | None:
+        """The spike still going on at the end of the losses, if any."""
         return self.merger.finish()
 
 
 def find_spikes(steps, losses, rule: SpikeRule = SpikeRule()) -> list[Spike]:
     """Every spike of a whole (steps, losses) series, in step order."""
-    steps = np.asarray(steps)
-    losses = np.asarray(losses, dtype=np.float64)
-    ok = np.isfinite(losses)
-    steps, losses = steps[ok], losses[ok]
-    w = rule.window
-    merger, out = _Merger(rule.min_gap), []
-    for start in range(w, len(losses), CHUNK):
-        stop = min(len(losses), start + CHUNK)
-        past = np.lib.stride_tricks.sliding_window_view(losses[start - w:stop - 1], w)
-        median = np.median(past, axis=1)
-        mad = np.median(np.abs(past - median[:, None]), axis=1)
-        rise = losses[start:stop] - median
-        flagged = (median > 0) & (losses[start:stop] >= rule.min_ratio * median) & \
-            (rise > rule.threshold * (MAD_TO_SD * mad))
-        for i in np.flatnonzero(flagged):  # spikes are few: the merging runs on them alone
-            t = start + int(i)
-            done = merger.add(int(steps[t]), rule.judge(steps[t], losses[t], median[i], mad[i]))
-            if done is not None:
-                out.append(done)
-    last = merger.finish()
+    detector = SpikeDetector(rule)
+    out = detector.update_many(steps, losses)
+    last = detector.finish()
     return out + ([last] if last is not None else [])

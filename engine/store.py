@@ -259,8 +259,18 @@ class RunWriter:
         n = self.f[f"series/{name}/step"].shape[0]
         return float(value[n - 1]) if n else default
 
+    def tail(self, name: str, n: int) -> np.ndarray:
+        """The series' last ``n`` values in the file (e.g. the losses a resumed run's spike detector
+        compares its first steps with)."""
+        value = self.f[f"series/{name}/value"]
+        rows = self.f[f"series/{name}/step"].shape[0]
+        return value[max(0, rows - n):rows]
+
+    def flush_due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.flush_seconds
+
     def maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        if self.flush_due():
             self.flush()
 
     def flush(self, margin: int = SPACE_MARGIN) -> None:
@@ -278,7 +288,7 @@ class RunWriter:
                 g["step"].resize(n + m, axis=0)  # step last: a reader never sees a step without its value
                 g["step"][n:] = steps
         if self._events:
-            events, self._events = self._events, []
+            events, self._events = sorted(self._events, key=lambda e: e[0]), []  # a spike's step comes late
             ev = self.f["events"]
             n = ev.shape[0]
             ev.resize(n + len(events), axis=0)
@@ -327,8 +337,9 @@ class RunWriter:
                 obj["value"].resize(keep, axis=0)
         self.f["series"].visititems(visit)
         ev = self.f["events"]
-        keep = int(np.sum(ev["step"][:] <= step)) if ev.shape[0] else 0
-        ev.resize(keep, axis=0)
+        kept = ev[:][ev["step"][:] <= step] if ev.shape[0] else ev[:0]
+        ev.resize(len(kept), axis=0)  # events are by step but for a loss spike's, written once it is over
+        ev[:] = kept
 
 
 class _BadRow(ValueError):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from engine import __version__
+from engine.explain import spike_findings
 from engine.plugin import SEVERITIES, Finding, load_plugin_class
 
 from .reduce import MAX_WEIGHT
@@ -165,7 +166,7 @@ def status_finding(status: str, last: int, total: int | None, events: list[dict]
 
 def core_section(run, views: list[dict], smoothing: float) -> Section:
     names = [n for v in views for n in v["series"]] + ["wall_time"]
-    return Section(CORE, "Training curves", "", [], key_numbers(run, names), "",
+    return Section(CORE, "Training curves", "", spike_findings(run), key_numbers(run, names), "",
                    [Plot(v, smoothing) for v in views])
 
 

@@ -22,6 +22,8 @@ from engine.data import BatchOrder, load_data
 from engine.errors import ConfigError
 from engine.models import build_model
 from engine.plugin import validate_plugin_table
+from engine.cli import main
+from engine.explain import explain, run_spikes, spike_findings
 from engine.spikes import find_spikes
 from engine.store import checkpoint_dir
 from plugins.opposing_signals.plugin import OpposingSignalsPlugin, pair_moves
@@ -181,24 +183,43 @@ def test_logged_group_losses_match_an_independent_replay(planted):
 # Spikes and findings
 # ---------------------------------------------------------------------------------------------
 def test_each_loss_spike_is_attributed_to_the_pair_with_the_sharpness_there(planted):
+    """The engine's finding for each spike is its explanation: the pair whose losses moved most
+    there (this plugin's evidence) leads it, with λ_max at the nearest measurement."""
     run, *_ = planted
     steps, loss = run.series("train/loss")
     spikes = find_spikes(steps, loss)
-    assert len(spikes) >= 1
-    found = {f.step: f for f in OpposingSignalsPlugin.findings(run) if "spiked" in f.message}
+    assert len(spikes) >= 1 and [s.step for s in spikes] == list(run.series("train/loss_spike")[0])
+    found = {f.step: f for f in spike_findings(run)}
+    group_of = groups_of(run)
+    events = {e["step"]: e["message"] for e in run.events() if e["kind"] == "loss_spike"}
+    assert sorted(events) == [s.step for s in spikes]  # written live by the engine, each once it was over
     for spike in spikes:
         f = found[spike.step]
-        pair, move = pair_moves(run, spike.step)[0]  # what `traindx explain --step N` would say
-        assert f.severity == "warning" and f.value == pytest.approx(spike.ratio) and f.unit == "× median"
-        assert f"{spike.ratio:.2f}× its running median" in f.message
-        assert pair["feature"] in f.message and "class 0" in f.message and "class 1" in f.message
+        pair, move = pair_moves(run, spike.step)[0]
+        assert f.severity == "warning" and f.value == pytest.approx(spike.ratio, abs=0.005)
+        assert f.message.startswith(f"Loss spike at step {spike.step:,} ({spike.ratio:.2f}× the running median): samples ")
+        assert pair["feature"] in f.message and "swung in anti-phase" in f.message and "λ_max" in f.message
+        named = [int(i) for i in f.message.split("samples ")[1].split(", …")[0].split(", ")]
+        assert {group_of[i] for i in named} <= {"a", "b"}, named  # planted members, not the control
         (da, db) = move.change
-        assert f"({da:+.3g})" in f.message and f"({db:+.3g})" in f.message
         assert max(move.at) > 2 * max(move.before)  # one side's loss shot up at the spike
-        assert "sharpness λ_max was" in f.message and "× the edge-of-stability threshold" in f.message
-        said = OpposingSignalsPlugin.explain(run, spike.step)  # what `traindx explain` will print
-        lead = f"At step {spike.step}, "
-        assert said.startswith(lead + "the opposing pair") and said[len(lead):] in f.message
+        said = OpposingSignalsPlugin.explain(run, spike.step)[0]
+        assert f"({da:+.3g})" in said.text and f"({db:+.3g})" in said.text and said.step == move.step
+
+
+def test_the_explanation_of_the_first_spike_names_the_planted_pair(planted, capsys):
+    """`traindx explain RUN` (no step: the first spike) ranks the pair first, then the sharpness."""
+    run, *_ = planted
+    result = explain(run)
+    first = run_spikes(run)[0]
+    assert result.step == first["step"] and result.spike == first
+    top = result.evidence[0]
+    assert top.plugin == "opposing_signals" and top.weight >= 0.5
+    assert "sharpness" in {e.plugin for e in result.evidence}
+    assert result.summary.index("anti-phase") < result.summary.index("λ_max")  # ranked as weighed
+    assert main(["explain", str(run.path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["summary"] == result.summary and printed["evidence"][0]["plugin"] == "opposing_signals"
 
 
 def test_findings_are_sentences_with_numbers_and_units(planted):

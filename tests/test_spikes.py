@@ -96,3 +96,18 @@ def test_chunked_windows_match_a_single_chunk(monkeypatch):
 def test_a_wrong_rule_names_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SpikeRule(**kwargs)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_fed_in_chunks_the_detector_finds_the_whole_series_spikes(chunk):
+    """The engine feeds a flush's worth of steps at a time; any cut gives the same spikes."""
+    rng = np.random.default_rng(5)
+    n = 2500
+    loss = decay(n) * rng.lognormal(0, 0.05, size=n)
+    loss[rng.choice(np.arange(100, n), 10, replace=False)] *= 3.0
+    steps = np.arange(1, n + 1)
+    detector, got = SpikeDetector(), []
+    for i in range(0, n, chunk):
+        got += detector.update_many(steps[i:i + chunk], loss[i:i + chunk])
+    got += [last] if (last := detector.finish()) is not None else []
+    assert got == find_spikes(steps, loss) and len(got) >= 5

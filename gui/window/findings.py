@@ -22,10 +22,12 @@ def breakable(text: str) -> str:
 
 def compute_findings(state, path: str) -> list[dict]:
     """Each plugin's findings for a run file (a task): plugins not installed here are skipped."""
+    from engine.explain import spike_findings
     from engine.plugin import load_plugin_class
     from engine.store import open_run
     out = []
     with open_run(path) as run:
+        out.extend(_as_dict(f) for f in spike_findings(run))
         for name in sorted(run.views()):
             if name == "core" or state.is_interruption_requested():
                 continue
@@ -41,9 +43,13 @@ def compute_findings(state, path: str) -> list[dict]:
             except Exception as exc:
                 out.append({"plugin": name, "severity": "info", "message": f"findings failed: {exc}", "step": None})
                 continue
-            out.extend({"plugin": f.plugin, "severity": f.severity, "message": f.message, "step": f.step,
-                        "value": f.value, "unit": f.unit} for f in found)
+            out.extend(_as_dict(f) for f in found)
     return out
+
+
+def _as_dict(f) -> dict:
+    return {"plugin": f.plugin, "severity": f.severity, "message": f.message, "step": f.step, "value": f.value,
+            "unit": f.unit}
 
 
 class FindingsList(QtWidgets.QListWidget):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from engine.plugin import EvalContext, Finding, Plugin, RunContext, Series, Setting, View
+from engine.plugin import EvalContext, Evidence, Finding, Plugin, RunContext, Series, Setting, View
 
 from . import analysis
 
@@ -122,6 +122,11 @@ class CalibrationPlugin(Plugin):
             _temperature_finding(int(steps[last]), float(ece[last]), latest("temperature"),
                                  latest("ece_after_temperature")),
         ]
+
+    @classmethod
+    def explain(cls, run, step: int) -> list[Evidence]:
+        from .explain import evidence_at  # reads this module's helpers
+        return evidence_at(run, step)
 
 
 def _full(*names: str) -> tuple[str, ...]:

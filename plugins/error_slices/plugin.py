@@ -10,7 +10,7 @@ import string
 import numpy as np
 import torch
 
-from engine.plugin import EvalContext, Finding, Plugin, RunContext, Series, Setting, View
+from engine.plugin import EvalContext, Evidence, Finding, Plugin, RunContext, Series, Setting, View
 
 from . import analysis
 from .analysis import percent
@@ -188,6 +188,11 @@ class ErrorSlicesPlugin(Plugin):
         if change is not None:
             out.append(change)
         return out
+
+    @classmethod
+    def explain(cls, run, step: int) -> list[Evidence]:
+        from .explain import evidence_at  # reads this module's helpers
+        return evidence_at(run, step)
 
 
 def _full(*names: str) -> tuple[str, ...]:

@@ -12,10 +12,9 @@ before an analysis it also keeps each probe sample's output-layer gradient in fa
 Every ``every`` steps ``analysis.find_opposing_groups`` groups and pairs the unstable samples; each
 pair's row in the run file carries both sides' mean loss over the window.
 
-Findings, read back from the run file: the pairs and what they share, unpaired unstable groups,
-and for each training-loss spike (``engine.spikes``) the pair whose losses moved most at that step,
-with the sharpness there when the sharpness plugin ran (``explain(run, step)`` says the same of any
-step, ``pair_moves`` gives the numbers).
+Findings, read back from the run file: the pairs and what they share, unpaired unstable groups.
+``explain(run, step)`` says which pair's losses moved most at a step (``pair_moves`` gives the
+numbers): the engine's explanation of each loss spike, and its finding, name that pair.
 """
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ import numpy as np
 import torch
 
 from engine.models import EmbeddingTap, head_of
-from engine.plugin import Finding, Plugin, RunContext, Series, Setting, StepContext, View
-from engine.spikes import find_spikes
+from engine.plugin import Evidence, Finding, Plugin, RunContext, Series, Setting, StepContext, View
 
 from . import analysis as A
 
@@ -37,7 +35,6 @@ PREFIX = "opposing_signals/"
 GRADIENT_STEPS = 2  # output-layer gradients averaged over both phases of a period-2 oscillation
 FORWARD_CHUNK = 1024  # probe samples per forward pass of a recording burst
 MOVE_LOOKBACK = 50  # recorded steps a pair's losses are compared against when explaining a step
-SPIKES_EXPLAINED = 3  # the largest spikes of a run each get a finding
 RECENT = 64  # recorded steps of the top pair's losses drawn as of each analysis
 EXAMPLES = 8  # ids of each group's most unstable members, to look at in the data
 
@@ -310,18 +307,12 @@ class OpposingSignalsPlugin(Plugin):
         steps, rows = run.series(PREFIX + "groups")
         if len(steps) == 0:
             return []
-        out = pair_findings(steps, rows)
-        if "train/loss" in run.names():
-            out += spike_findings(run, steps, rows)
-        return out
+        return pair_findings(steps, rows)
 
     @classmethod
-    def explain(cls, run, step: int) -> str:
-        """One sentence on ``step`` for ``traindx explain RUN --step N`` (issue 15): which opposing
-        pair's losses moved most there and by how much; the spike findings say the same."""
-        if PREFIX + "groups" not in run.names():
-            return ""
-        return f"At step {step}, {what_moved(run, step)[0]}."
+    def explain(cls, run, step: int) -> list[Evidence]:
+        from .explain import evidence_at  # reads this module's helpers
+        return evidence_at(run, step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,47 +443,3 @@ def pair_moves(run, step: int, rows=None) -> list[tuple[dict, A.Move]]:
         if moves:
             return moves
     return []
-
-
-def sharpness_at(run, step: int) -> str:
-    """'; sharpness λ_max was 10.3 at step 1600 (1.03× the threshold)', where it was measured."""
-    names = run.names()
-    if "sharpness/lambda_max" not in names:
-        return ""
-    at, lam = run.row_at("sharpness/lambda_max", step)
-    if lam is None:
-        return ""
-    lam = float(np.ravel(lam)[0])
-    text = f"; sharpness λ_max was {lam:.3g} at step {at}"
-    if "sharpness/threshold" in names:
-        _, threshold = run.row_at("sharpness/threshold", at)
-        if threshold is not None and math.isfinite(float(threshold)) and float(threshold) > 0:
-            text += f" ({lam / float(threshold):.2f}× the edge-of-stability threshold {float(threshold):.3g})"
-    return text
-
-
-def what_moved(run, step: int, rows=None) -> tuple[str, dict | None]:
-    """At ``step``: which opposing pair's losses moved most and by how much, with the sharpness
-    there, as a clause ("the opposing pair that moved most, …: side A's mean loss went from …"),
-    and that pair's entry (None if no pair was found around the step)."""
-    moves = pair_moves(run, step, rows)
-    if not moves:
-        return "no opposing pair was found around it" + sharpness_at(run, step), None
-    pair, move = moves[0]
-    (da, db), (ba, bb), (na, nb) = move.change, move.before, move.at
-    return (f"the opposing pair that moved most, {_sides(pair)} over {pair['feature']}: side A's mean loss went "
-            f"from {ba:.4g} to {na:.4g} ({da:+.3g}), side B's from {bb:.4g} to {nb:.4g} ({db:+.3g})"
-            + sharpness_at(run, step)), pair
-
-
-def spike_findings(run, group_steps, rows) -> list[Finding]:
-    """For each of the largest training-loss spikes, the opposing pair whose losses moved most."""
-    steps, loss = run.series("train/loss")
-    spikes = sorted(find_spikes(steps, loss), key=lambda s: -s.ratio)[:SPIKES_EXPLAINED]
-    out = []
-    for spike in sorted(spikes, key=lambda s: s.step):
-        clause, pair = what_moved(run, spike.step, (group_steps, rows))
-        out.append(Finding("opposing_signals", "warning" if pair else "info", (
-            f"At step {spike.step} the training loss spiked to {spike.ratio:.2f}× its running median "
-            f"({spike.loss:.4g} against {spike.median:.4g}); {clause}."), spike.step, spike.ratio, "× median"))
-    return out

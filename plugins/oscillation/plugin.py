@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.plugin import Finding, Plugin, RunContext, Series, Setting, StepContext, View
+from engine.plugin import Evidence, Finding, Plugin, RunContext, Series, Setting, StepContext, View
 from engine.quantize import LAYER_TYPES, QuantizedLayer, quantized_layers
 
 from . import analysis as A
@@ -364,6 +364,11 @@ class OscillationPlugin(Plugin):
         if PREFIX + "frozen_frac" in names:
             out += frozen_findings(*run.series(PREFIX + "frozen_frac"), layers)
         return out
+
+    @classmethod
+    def explain(cls, run, step: int) -> list[Evidence]:
+        from .explain import evidence_at  # reads this module's helpers
+        return evidence_at(run, step)
 
 
 def _flat_grad(weight: torch.Tensor) -> torch.Tensor:

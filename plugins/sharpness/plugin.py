@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.plugin import EndContext, Finding, Plugin, RunContext, Series, Setting, StepContext, View
+from engine.plugin import EndContext, Evidence, Finding, Plugin, RunContext, Series, Setting, StepContext, View
 
 from . import analysis as A
 from . import plan as P
@@ -312,6 +312,11 @@ class SharpnessPlugin(Plugin):
             b_steps, b = run.series("sharpness/batch_sharpness")
             out += batch_findings(b_steps, np.asarray(b, float), at_steps(b_steps, t_steps, thr))
         return out
+
+    @classmethod
+    def explain(cls, run, step: int) -> list[Evidence]:
+        from .explain import evidence_at  # reads this module's helpers
+        return evidence_at(run, step)
 
 
 # ---------------------------------------------------------------------------------------------

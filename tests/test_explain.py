@@ -1,0 +1,70 @@
+"""Explain a step: what a run file knows about one step, ranked, from the engine and every plugin.
+(The planted known answer — the first spike of the opposing-signals example names the planted pair —
+is in test_opposing_signals_plugin.py, beside the run it needs.)"""
+import json
+
+import pytest
+
+from conftest import tiny_config
+from engine import open_run, run_training
+from engine.cli import main
+from engine.explain import explain, run_spikes, spike_findings
+from gui.synthetic import write_synthetic_run
+
+ALL = {"sharpness": {"every": 25}, "calibration": {}, "oscillation": {}, "error_slices": {}}
+
+
+@pytest.fixture(scope="module")
+def smooth_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("explain") / "smooth.h5"
+    run_training(tiny_config(run={"steps": 150, "eval_every": 50}, plugins=ALL), path)
+    return path
+
+
+def test_a_run_without_spikes_says_there_were_none(smooth_run, capsys):
+    with open_run(smooth_run) as run:
+        assert run_spikes(run) == [] and list(run.series("train/loss_spike")[0]) == []
+        result = explain(run)
+        assert result.step == 150 and result.spike is None
+        assert result.summary.startswith("Step 150 (the run has no loss spikes): ")
+        (finding,) = spike_findings(run)
+    assert finding.severity == "ok" and finding.value == 0 and finding.message.startswith("The training loss had 0 spikes")
+    assert main(["explain", str(smooth_run), "--step", "100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Step 100 (the run has no loss spikes): ")
+
+
+def test_each_item_carries_its_number_and_the_step_it_was_measured_at(smooth_run):
+    with open_run(smooth_run) as run:
+        result = explain(run, 110)
+        by_plugin = {}
+        for e in result.evidence:
+            by_plugin.setdefault(e.plugin, []).append(e)
+            assert e.text[0].isupper() and f"{e.step:,}" in e.text and e.series in run.names(), e
+            assert 0 <= e.weight <= 1
+        assert {"core", "sharpness", "calibration"} <= set(by_plugin)
+        loss = next(e for e in by_plugin["core"] if e.series == "train/loss")
+        assert loss.step == 110 and loss.value == pytest.approx(float(run.series("train/loss")[1][109]))
+        lam = by_plugin["sharpness"][0]
+        assert lam.step == 100  # the measurement at or before the step (every 25, and the first step)
+        ece = by_plugin["calibration"][0]
+        assert ece.step == 100 and ece.value == pytest.approx(100 * float(run.row_at("calibration/ece", 100)[1]))
+    weights = [e.weight for e in result.evidence]
+    assert weights == sorted(weights, reverse=True)  # ranked
+
+
+def test_the_nearest_spike_and_files_written_before_spike_events(tmp_path, capsys):
+    """A file without train/loss_spike (older, or written by hand): spikes are found again from the
+    training loss; --nearest-spike snaps to the one closest to --step."""
+    path = write_synthetic_run(tmp_path / "s.h5", steps=400, demo=False)
+    with open_run(path) as run:
+        spikes = run_spikes(run)
+        assert spikes[0]["step"] == 201 and spikes[0]["ratio"] > 10  # the planted one (and noise spikes later)
+        assert explain(run, 150, nearest_spike=True).step == 201
+        assert explain(run, 150).step == 150
+        result = explain(run)
+        assert result.summary.startswith(f"Loss spike at step 201 ({spikes[0]['ratio']:.2f}× the running median)")
+    assert main(["explain", str(path), "--step", "190", "--nearest-spike", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["step"] == 201 and printed["spikes"][0]["step"] == 201
+    assert {e["plugin"] for e in printed["evidence"]} == {"core"}
