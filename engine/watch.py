@@ -97,6 +97,8 @@ class Watch:
                                        "and this loop gives no validation data (watch(..., val_data=...))")
         self.step_no = self._evaluated = 0
         self.closed = False
+        self._updates_due = False
+        self._after_step = optimizer.register_step_post_hook(self._plugins_update)
         self.t0 = time.monotonic()
         atexit.register(self._flush_at_exit)
 
@@ -129,6 +131,7 @@ class Watch:
             s.plugin_step(step, lr, inputs, targets, None if ids is None else np.asarray(ids, dtype=np.int64),
                           outputs, None if per_sample is None else per_sample.detach(), loss, grads)
             self.model.train(was_training)
+            self._updates_due = True
         s.log_step(step, loss_v, lr, time.monotonic() - self.t0, accuracy, grad_norm)
         s.maybe_flush()
 
@@ -138,6 +141,7 @@ class Watch:
         if self.closed:
             return
         self.closed = True
+        self._after_step.remove()
         atexit.unregister(self._flush_at_exit)
         s, last = self.session, self.step_no
         if status in ("finished", "stopped") and last and self._evaluated != last:
@@ -167,6 +171,13 @@ class Watch:
         if last and last % self.eval_every == 0 and self._evaluated != last:
             self._evaluated = last
             self.session.evaluate(last)
+
+    def _plugins_update(self, optimizer, args, kwargs) -> None:
+        """After the loop's ``optimizer.step()`` that followed a ``dx.step`` whose plugins ran: their
+        ``on_update`` hooks, as in the engine (e.g. oscillation freezing holds its weights there)."""
+        if self._updates_due:
+            self._updates_due = False
+            self.session.plugin_update(self.step_no)
 
     def _probe(self, n: int) -> Probe:
         """The first n samples of a fixed permutation of ``train_data``, as in the engine."""

@@ -253,7 +253,7 @@ def test_tracking_never_changes_the_trajectory(tmp_path):
     assert np.array_equal(open_run(tmp_path / "bare.h5").series("train/loss")[1], run.series("train/loss")[1])
 
 
-def test_a_users_own_loop_tracks_as_the_engine_does_but_cannot_hold_frozen_weights(tmp_path):
+def test_a_users_own_loop_tracks_and_freezes_as_the_engine_does(tmp_path):
     from test_watch import hand_loop
     plugins = {"oscillation": {"every": 5, "window": 16}}
     cfg = RunConfig.from_dict(tiny_config(model=QAT_MLP, plugins=plugins))
@@ -263,6 +263,15 @@ def test_a_users_own_loop_tracks_as_the_engine_does_but_cannot_hold_frozen_weigh
     for name in ("frac_oscillating", "flip_rate", "grad_cosine", "freq_hist"):
         (es, ev), (ms, mv) = engine.series(f"oscillation/{name}"), mine.series(f"oscillation/{name}")
         assert np.array_equal(es, ms) and np.allclose(ev, mv, rtol=1e-5, atol=1e-7, equal_nan=True), name
-    hand_loop(cfg, tmp_path / "frozen.h5", plugins={"oscillation": {"freeze": True}})
-    (event,) = [e for e in open_run(tmp_path / "frozen.h5").events() if e["kind"] == "oscillation_remedies_off"]
-    assert event["step"] == 2 and "no hook after the optimizer step" in event["message"]
+    # freezing holds weights right after the optimizer step: watch does it in the optimizer's post-step hook
+    freeze = {"oscillation": {"every": 5, "window": 16, "freeze": True, "freeze_threshold": 0.03,
+                              "freeze_threshold_final": 0.02}}
+    cfg = RunConfig.from_dict(tiny_config(run={"steps": 50}, model=QAT_MLP,
+                                          optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9}, plugins=freeze))
+    engine = train(tmp_path / "engine_frozen.h5", cfg)
+    hand_loop(cfg, tmp_path / "frozen.h5", plugins=freeze)
+    mine = open_run(tmp_path / "frozen.h5")
+    assert not [e for e in mine.events() if e["kind"] == "oscillation_remedies_off"]
+    assert engine.series("oscillation/frozen_frac")[1][-1].max() > 0
+    for name in ("train/loss", "oscillation/frozen_frac", "oscillation/frac_oscillating"):
+        assert np.array_equal(engine.series(name)[1], mine.series(name)[1]), name
