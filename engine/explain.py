@@ -134,42 +134,50 @@ def at_and_before(steps: np.ndarray, values: np.ndarray, step: int, history: int
 
 
 def core_evidence(run, step: int, spike: dict | None) -> list[Evidence]:
+    """The loss, the gradient norm and the learning rate at the step, against the steps before."""
     names = set(run.names())
     out = []
-    if "train/loss" in names:
-        got = at_and_before(*_column(run, "train/loss"), step)
-        if got:
-            at, value, median = got
-            ratio = value / median if median > 0 else float("nan")
-            rel = f", {ratio:.2f}× the median of the {HISTORY} steps before ({median:.4g})" if math.isfinite(ratio) else ""
-            out.append(Evidence("core", f"Training loss {value:.4g} at step {at:,}{rel}.", at, value, "",
-                                standout(ratio) if spike else 0.0, "", "train/loss"))
+    if "train/loss" in names and (got := _against_recent(run, "train/loss", step)):
+        at, value, median, ratio = got
+        rel = f", {ratio:.2f}× the median of the {HISTORY} steps before ({median:.4g})" if math.isfinite(ratio) else ""
+        out.append(Evidence("core", f"Training loss {value:.4g} at step {at:,}{rel}.", at, value, "",
+                            standout(ratio) if spike else 0.0, "", "train/loss"))
+    if "grad_norm" in names and (got := _against_recent(run, "grad_norm", step)):
+        at, value, _, ratio = got
+        rel = f", {ratio:.2f}× its median over the {HISTORY} steps before" if math.isfinite(ratio) else ""
+        rose = math.isfinite(ratio) and ratio > 1.5  # a gradient that shrank explains no spike
+        out.append(Evidence("core", f"Gradient norm {value:.4g} at step {at:,}{rel}.", at, value, "",
+                            standout(ratio) if rose else 0.0,
+                            f"the gradient norm was {ratio:.1f}× its recent median" if rose else "", "grad_norm"))
     if "lr" in names:
-        steps, lr = _column(run, "lr")
-        got = at_and_before(steps, lr, step)
-        if got:
-            at, value, _ = got
-            earlier = lr[(steps >= at - HISTORY) & (steps < at)]
-            first = float(earlier[0]) if len(earlier) else value
-            ratio = value / first if first > 0 else float("nan")
-            changed = math.isfinite(ratio) and abs(ratio - 1) > 0.1
-            how = (f", {'up' if ratio > 1 else 'down'} {max(ratio, 1 / ratio):.2f}× over the {HISTORY} steps before"
-                   if changed else ", unchanged over the steps before")
-            out.append(Evidence("core", f"Learning rate {value:.4g} at step {at:,}{how}.", at, value, "",
-                                standout(ratio) if changed else 0.0,
-                                f"the learning rate went {'up' if ratio > 1 else 'down'} {max(ratio, 1 / ratio):.1f}×"
-                                if changed else "", "lr"))
-    if "grad_norm" in names:
-        got = at_and_before(*_column(run, "grad_norm"), step)
-        if got:
-            at, value, median = got
-            ratio = value / median if median > 0 else float("nan")
-            rel = f", {ratio:.2f}× its median over the {HISTORY} steps before" if math.isfinite(ratio) else ""
-            rose = math.isfinite(ratio) and ratio > 1.5  # a gradient that shrank explains no spike
-            out.append(Evidence("core", f"Gradient norm {value:.4g} at step {at:,}{rel}.", at, value, "",
-                                standout(ratio) if rose else 0.0,
-                                f"the gradient norm was {ratio:.1f}× its recent median" if rose else "", "grad_norm"))
+        out += _learning_rate(run, step)
     return out
+
+
+def _against_recent(run, name: str, step: int) -> tuple[int, float, float, float] | None:
+    """(step measured, value, median of the steps before, value / median) of a series near ``step``."""
+    got = at_and_before(*_column(run, name), step)
+    if not got:
+        return None
+    at, value, median = got
+    return at, value, median, value / median if median > 0 else float("nan")
+
+
+def _learning_rate(run, step: int) -> list[Evidence]:
+    """The learning rate at the step, and how much it changed over the steps before (warm-up, decay)."""
+    steps, lr = _column(run, "lr")
+    got = at_and_before(steps, lr, step)
+    if not got:
+        return []
+    at, value, _ = got
+    earlier = lr[(steps >= at - HISTORY) & (steps < at)]
+    ratio = value / earlier[0] if len(earlier) and earlier[0] > 0 else 1.0
+    if not (math.isfinite(ratio) and abs(ratio - 1) > 0.1):
+        return [Evidence("core", f"Learning rate {value:.4g} at step {at:,}, unchanged over the steps before.", at,
+                         value, "", 0.0, "", "lr")]
+    way, by = ("up", ratio) if ratio > 1 else ("down", 1 / ratio)
+    return [Evidence("core", f"Learning rate {value:.4g} at step {at:,}, {way} {by:.2f}× over the {HISTORY} steps "
+                     "before.", at, value, "", standout(ratio), f"the learning rate went {way} {by:.1f}×", "lr")]
 
 
 def _column(run, name: str) -> tuple[np.ndarray, np.ndarray]:
