@@ -37,19 +37,22 @@ class Diverged(RuntimeError):
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, out: str | Path, *,
           train_data=None, val_data=None, plugins: dict[str, dict] | None = None, steps: int | None = None,
           eval_every: int = 50, log_every: int = 10, loss: str | Callable = "cross_entropy",
-          class_names: list[str] | None = None, val_metadata: dict[str, Any] | None = None,
-          name: str | None = None, seed: int = 0, overwrite: bool = False) -> "Watch":
+          batch_size: int | None = None, class_names: list[str] | None = None,
+          val_metadata: dict[str, Any] | None = None, name: str | None = None, seed: int = 0,
+          overwrite: bool = False) -> "Watch":
     """Diagnostics for a loop you wrote; use as a context manager (or call ``close()``).
 
     ``train_data`` / ``val_data``: map-style datasets of ``(x, y)`` (or ``(x, y)`` tensor pairs);
     probes come from the first, evaluations from the second (held in memory, moved to the model's
     device a chunk at a time). ``plugins``: ``{name: settings}`` as in a config's ``[plugins.NAME]``.
-    ``steps``: the optimizer steps you plan, so plugins can plan (e.g. measure the last step).
+    ``steps`` and ``batch_size``: the optimizer steps you plan and the samples in a batch, so plugins
+    can plan (e.g. measure the last step, keep to a share of the training's work).
     ``loss``: "cross_entropy", "mse" or a function ``(outputs, targets) -> per-sample losses``.
     ``overwrite``: replace a run file already at ``out`` (and its checkpoints); refused otherwise.
     """
     return Watch(model, optimizer, out, train_data=train_data, val_data=val_data, plugins=plugins or {},
-                 steps=steps, eval_every=eval_every, log_every=log_every, loss=loss, class_names=class_names,
+                 steps=steps, eval_every=eval_every, log_every=log_every, loss=loss, batch_size=batch_size,
+                 class_names=class_names,
                  val_metadata=val_metadata or {}, name=name, seed=seed, overwrite=overwrite)
 
 
@@ -57,7 +60,7 @@ class Watch:
     """One run file for one training loop. ``step()`` per optimizer step; ``close()`` at the end."""
 
     def __init__(self, model, optimizer, out, *, train_data, val_data, plugins, steps, eval_every, log_every,
-                 loss, class_names, val_metadata, name, seed, overwrite=False):
+                 loss, batch_size, class_names, val_metadata, name, seed, overwrite=False):
         self.model = getattr(model, "module", model)  # a DDP wrapper's module: HVPs need the plain one
         self.optimizer = optimizer
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -65,8 +68,8 @@ class Watch:
         n_classes = len(class_names) if class_names else head_of(self.model).out_features
         self.class_names = [str(c) for c in class_names] if class_names else [str(i) for i in range(n_classes)]
         self.loss_fn = _loss_function(loss, n_classes)
-        self.config = loop_config(name or Path(out).stem, seed, steps, eval_every, log_every, self.device,
-                                  optimizer, loss, plugins, type(self.model).__name__)
+        self.config = loop_config(name or Path(out).stem, seed, steps, batch_size, eval_every, log_every,
+                                  self.device, optimizer, loss, plugins, type(self.model).__name__)
         self.eval_every, self.log_every = eval_every, log_every
         self.train_data = _dataset(train_data, "train_data")
         self.val = _split(_dataset(val_data, "val_data"), val_metadata)
@@ -196,7 +199,7 @@ class Watch:
             self.session.flush()
 
 
-def loop_config(name: str, seed: int, steps: int | None, eval_every: int, log_every: int,
+def loop_config(name: str, seed: int, steps: int | None, batch_size: int | None, eval_every: int, log_every: int,
                 device: torch.device, optimizer: torch.optim.Optimizer, loss, plugins: dict,
                 model_name: str) -> RunConfig:
     """The run file's config for a loop TrainDx did not build: what can be known of it, validated
@@ -210,7 +213,7 @@ def loop_config(name: str, seed: int, steps: int | None, eval_every: int, log_ev
     cfg = RunConfig.from_dict(raw, check_files=False)
     s = cfg.sections
     s["run"].update(steps=steps, device=str(device))
-    s["data"] = {"source": "own loop"}
+    s["data"] = {"source": "own loop", "batch_size": batch_size}
     s["model"] = {"name": model_name}
     if not known_optimizer:
         s["optimizer"] = {"name": type(optimizer).__name__, "lr": float(optimizer.defaults.get("lr", float("nan")))}

@@ -160,3 +160,32 @@ def test_a_script_that_dies_leaves_a_readable_file_marked_crashed(tmp_path):
     assert run.status == "crashed"
     assert list(run.series("train/loss")[0]) == list(range(1, 41))
     assert list(run.series("val/loss")[0]) == [5, 10, 15, 20, 25, 30, 35]
+
+
+def test_every_installed_plugin_works_in_a_loop_that_gives_only_the_loss(tmp_path):
+    """No planned length, no batch size, no ids: every installed analysis still runs (or says once
+    what it lacks), none is disabled by an error."""
+    from engine.plugin import discover
+    cadence = {"sharpness": {"every": 20}, "opposing_signals": {"every": 30, "window": 30},
+               "oscillation": {"every": 10}}
+    plugins = {name: cadence.get(name, {}) for name in discover() if name != "example"}
+    assert {"sharpness", "calibration", "oscillation", "opposing_signals", "error_slices"} <= set(plugins)
+    cfg = RunConfig.from_dict(tiny_config(run={"steps": 60, "eval_every": 20}))
+    torch.manual_seed(0)
+    data = load_data("digits", 0.2, 0, ROOT)
+    model = build_model({"name": "mlp", "hidden": [16]}, data.input_shape, data.n_classes, ROOT)
+    optimizer = make_optimizer(list(model.parameters()), cfg.sections["optimizer"])
+    order = BatchOrder(len(data.train), 32, 0)
+    with traindx.watch(model, optimizer, tmp_path / "all.h5", train_data=(data.train.x, data.train.y),
+                       val_data=(data.val.x, data.val.y), plugins=plugins, eval_every=20) as dx:
+        for step in range(1, 61):
+            idx = order.indices(step)
+            loss = F.cross_entropy(model(data.train.x[idx]), data.train.y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            dx.step(loss)
+            optimizer.step()
+    run = open_run(tmp_path / "all.h5")
+    assert not [e["message"] for e in run.events() if e["kind"] == "plugin_error"]
+    for name in plugins:
+        assert any(run.length(n) for n in run.names() if n.startswith(name + "/")), name

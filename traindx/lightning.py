@@ -45,6 +45,8 @@ class TrainDxCallback(*_BASES):
 
     def on_train_start(self, trainer, pl_module) -> None:
         steps = self.steps or int(trainer.estimated_stepping_batches)
+        batch = getattr(trainer.train_dataloader, "batch_size", None)
+        self.options.setdefault("batch_size", batch * trainer.accumulate_grad_batches if batch else None)
         self.dx = watch(pl_module, trainer.optimizers[0], self.out, plugins=self.plugins, steps=steps,
                         train_data=self.train_data or _dataset_of(trainer.train_dataloader),
                         val_data=self.val_data or _dataset_of(trainer.val_dataloaders), **self.options)

@@ -143,7 +143,8 @@ class OpposingSignalsPlugin(Plugin):
         self.probe = run.probe(self.settings["probe_size"])
         n = len(self.probe.ids)
         ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        self.free = run.config.sections["data"]["batch_size"] // ranks >= run.train_size
+        batch = run.config.sections["data"].get("batch_size")  # a user's own loop may not say
+        self.free = batch is not None and batch // ranks >= run.train_size
         s = self.settings
         rows = s["window"] if self.free else s["burst"] * (-(-s["window"] // self._every) + 1)
         self.losses = torch.full((min(rows, s["window"]), n), math.nan, device=run.device)
