@@ -38,7 +38,8 @@ y = torch.tensor(digits.target)
 train = DataLoader(TensorDataset(x[:1400], y[:1400]), batch_size=64, shuffle=True)
 val = DataLoader(TensorDataset(x[1400:], y[1400:]), batch_size=256)
 
-callback = TrainDxCallback(out="runs/own-lightning.h5", plugins={"sharpness": {"every": 50}, "calibration": {}})
+callback = TrainDxCallback(out="runs/own-lightning.h5", plugins={"sharpness": {"every": 50}, "calibration": {}},
+                           overwrite=True)
 trainer = L.Trainer(max_epochs=30, callbacks=[callback], accelerator="cpu", logger=False,
                     enable_checkpointing=False, enable_progress_bar=False)
 trainer.fit(Digits(), train, val)

@@ -23,7 +23,8 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 epochs = 30
 
 with traindx.watch(model, optimizer, out="runs/own-loop.h5", train_data=train_ds, val_data=val_ds,
-                   steps=epochs * len(loader), plugins={"sharpness": {"every": 50}, "calibration": {}}) as dx:
+                   steps=epochs * len(loader), batch_size=loader.batch_size, overwrite=True,
+                   plugins={"sharpness": {"every": 50}, "calibration": {}}) as dx:
     for epoch in range(epochs):
         for xb, yb in loader:
             loss = F.cross_entropy(model(xb), yb)
