@@ -198,13 +198,23 @@ def test_each_loss_spike_is_attributed_to_the_pair_with_the_sharpness_there(plan
         pair, move = pair_moves(run, spike.step)[0]
         assert f.severity == "warning" and f.value == pytest.approx(spike.ratio, abs=0.005)
         assert f.message.startswith(f"Loss spike at step {spike.step:,} ({spike.ratio:.2f}× the running median): samples ")
-        assert pair["feature"] in f.message and "swung in anti-phase" in f.message and "λ_max" in f.message
+        assert pair["feature"] in f.message and "swung in anti-phase" in f.message
+        assert ("λ_max" in f.message) == lambda_max_stands_out(run, spike.step)  # as the series say, on any CPU
         named = [int(i) for i in f.message.split("samples ")[1].split(", …")[0].split(", ")]
         assert {group_of[i] for i in named} <= {"a", "b"}, named  # planted members, not the control
         (da, db) = move.change
         assert max(move.at) > 2 * max(move.before)  # one side's loss shot up at the spike
         said = OpposingSignalsPlugin.explain(run, spike.step)[0]
         assert f"({da:+.3g})" in said.text and f"({db:+.3g})" in said.text and said.step == move.step
+
+
+def lambda_max_stands_out(run, step: int) -> bool:
+    """Whether λ_max at the measurement at or before ``step`` was at 90 % of the threshold or more
+    (read from the series, not from the plugin's evidence)."""
+    steps, lam = run.series("sharpness/lambda_max")
+    t_steps, thr = run.series("sharpness/threshold")
+    i = int(np.searchsorted(steps, step, side="right")) - 1
+    return i >= 0 and float(np.ravel(lam[i])[0]) >= 0.9 * float(np.interp(steps[i], t_steps, thr))
 
 
 def test_the_explanation_of_the_first_spike_names_the_planted_pair(planted, capsys):
@@ -216,7 +226,8 @@ def test_the_explanation_of_the_first_spike_names_the_planted_pair(planted, caps
     top = result.evidence[0]
     assert top.plugin == "opposing_signals" and top.weight >= 0.5
     assert "sharpness" in {e.plugin for e in result.evidence}
-    assert result.summary.index("anti-phase") < result.summary.index("λ_max")  # ranked as weighed
+    if lambda_max_stands_out(run, result.step):  # the chaotic edge-of-stability path differs between CPUs
+        assert result.summary.index("anti-phase") < result.summary.index("λ_max")  # ranked as weighed
     assert main(["explain", str(run.path), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["summary"] == result.summary and printed["evidence"][0]["plugin"] == "opposing_signals"
