@@ -11,6 +11,34 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = Path(__file__).resolve().parent / "example_plugin"
 
 
+RUN_TIMEOUT = 30_000  # ms: spawning the engine imports torch (a few seconds on a busy machine)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The main window, shown, with its own settings file and runs folder; checked on the way out
+    for threads, timers and tasks that outlived it."""
+    from PySide6 import QtCore
+    from gui.window import MainWindow
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs")
+    w.confirm_close = False  # no modal question if a failing test leaves the engine running
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: getattr(w, "plugins_loaded", False), timeout=20_000)
+    yield w
+    if w.engine_run.process is not None:
+        w.engine_run.process.kill()
+        w.engine_run.process.join(10)
+        w.engine_run.process = None
+    w.shutdown()
+    assert not w.poller.isRunning(), "the poller thread outlived the window"
+    active = [(t.parent().metaObject().className(), t.interval()) for t in w.findChildren(QtCore.QTimer)
+              if t.isActive()]
+    assert not active, f"a QTimer outlived the window: {active}"
+    assert w.tasks.pool.activeThreadCount() == 0, "a task outlived the window"
+
+
 def tiny_config(**sections):
     """A run that trains in well under a second on digits."""
     cfg = {"run": {"seed": 0, "steps": 40, "eval_every": 20, "threads": 1},

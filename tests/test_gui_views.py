@@ -254,6 +254,25 @@ def test_a_log_axis_under_a_decade_gets_round_values_at_their_places(qtbot):
             assert float(text) == pytest.approx(10 ** v, rel=1e-9) and lo <= v <= hi  # each at its value
 
 
+@pytest.mark.parametrize("log_y", [False, True])
+def test_a_flat_series_with_round_off_noise_gets_short_tick_labels(qtbot, log_y):
+    """A constant learning rate read back as 0.3 and 0.30000000000000004 once auto-ranged to a
+    span of 1e-16: its labels ran 17 digits long."""
+    from gui.views.axis import drawn_ticks
+    from gui.views.export import settle_axes
+    d = RunData("t")
+    steps = np.arange(1, 501)
+    d.extend("lr", steps, np.where(steps % 7 == 0, 0.30000000000000004, 0.3))
+    w = widget(qtbot, {"kind": "line", "title": "Learning rate", "series": ["lr"], "options": {"log_y": log_y}}, d)
+    settle_axes(w.canvas)
+    labels = [text for text, _ in drawn_ticks(w.canvas.plotItem.getAxis("left"))]
+    assert len(labels) >= 2 and all(len(t) <= 6 for t in labels), labels
+    d.extend("lr", np.arange(501, 1001), np.linspace(0.3, 0.0, 500))  # then a decay: the range follows the data
+    w.redraw(force=True)
+    if not log_y:
+        qtbot.waitUntil(lambda: np.ptp(w.canvas.plotItem.vb.viewRange()[1]) > 0.3)
+
+
 def test_several_runs_get_a_colour_per_metric_and_a_dash_per_run(qtbot):
     names = [f"calibration/{m}" for m in ("ece", "ace", "classwise_ece", "debiased_l2", "mce")]
     runs = []

@@ -10,30 +10,7 @@ from engine.config import RunConfig  # noqa: E402
 from engine.errors import ConfigError  # noqa: E402
 from engine.store import latest_checkpoint, open_run  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
-
-RUN_TIMEOUT = 30_000  # ms: spawning the engine imports torch (a few seconds on a busy machine)
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
-    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs")
-    w.confirm_close = False  # no modal question if a failing test leaves the engine running
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitUntil(lambda: getattr(w, "plugins_loaded", False), timeout=20_000)
-    yield w
-    if w.engine_run.process is not None:
-        w.engine_run.process.kill()
-        w.engine_run.process.join(10)
-        w.engine_run.process = None
-    w.shutdown()
-    assert not w.poller.isRunning(), "the poller thread outlived the window"
-    active = [(t.parent().metaObject().className(), t.interval()) for t in w.findChildren(QtCore.QTimer)
-              if t.isActive()]
-    assert not active, f"a QTimer outlived the window: {active}"
-    assert w.tasks.pool.activeThreadCount() == 0, "a task outlived the window"
-
+from conftest import RUN_TIMEOUT  # noqa: E402
 
 def type_into(qtbot, window, key, text):
     """Replace a form field's text by typing, as a user does."""

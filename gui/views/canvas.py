@@ -2,6 +2,7 @@
 two-panel reliability plot, and a table."""
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
@@ -56,6 +57,10 @@ class PlotCanvas(pg.PlotWidget):
         self._touched.add(key)
         return item
 
+    def drawn(self, key: str):
+        """The item drawn under ``key`` in the last paint, or None."""
+        return self._items.get(key)
+
     def end(self) -> None:
         for key in [k for k in self._items if k not in self._touched]:
             item = self._items.pop(key)
@@ -79,6 +84,21 @@ class PlotCanvas(pg.PlotWidget):
         if vb.state["autoRange"][0] is not False:
             return lo, hi
         return tuple(vb.viewRange()[0])
+
+    def keep_y_readable(self, ys: list[np.ndarray], log_y: bool) -> None:
+        """A y range never narrower than the values warrant: a learning rate stored as 0.3 and
+        0.30000000000000004 would else get tick labels 17 digits long. A flat series gets ±5 %
+        (0.1 decade on a log axis), any other at least 1e-4 of its size."""
+        finite = [y[np.isfinite(y)] for y in ys if len(y)]
+        finite = [y for y in finite if len(y)]
+        if not finite:
+            return
+        lo, hi = min(float(y.min()) for y in finite), max(float(y.max()) for y in finite)
+        size = max(abs(lo), abs(hi))
+        flat = hi - lo <= 1e-9 * size
+        floor = (0.2 if flat else None) if log_y else (0.1 * size if flat else 1e-4 * size) or None
+        if self.plotItem.vb.state["limits"]["yRange"][0] != floor:
+            self.plotItem.vb.setLimits(minYRange=floor)
 
     def set_label(self, axis: str, text: str | None) -> None:
         """Axis label, set only when it changes (setting it relayouts the plot)."""

@@ -16,6 +16,8 @@ from .options import PlotOptions, Trace, x_transform, y_transform
 from .style import brush, fmt_value, pen
 
 FEW_POINTS = 60  # below this many visible points a line gets markers (sparse eval series)
+SPIKE_COLOR = "#d62728"
+SPIKE_KEY = "spikes"  # canvas items "<run index>|spikes": the widget finds clicked markers by it
 
 
 def lines_of(view: dict, data: RunData):
@@ -56,6 +58,7 @@ def paint_line(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOp
     xs = {(t, name): traces[t].data.x(name, opts.x_mode) for t, lines in enumerate(per_run) for name, _, _ in lines}
     x0, x1 = reduce_x_window(canvas, list(xs.values()), opts.log_x)
     hidden: list[int] = []
+    drawn = []
     for t, lines in enumerate(per_run):
         data = traces[t].data
         for name, col, legend in lines:
@@ -77,8 +80,43 @@ def paint_line(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOp
                     item.setSymbolPen(pen(color))
                     item.setSymbolBrush(brush(color, 255))
                 item.setData(x_transform(rx, opts.log_x), ry, connect="finite")
+                drawn.append(ry)
+    canvas.keep_y_readable(drawn, opts.log_y)
     canvas.legend.line_entries(traces, names)
+    paint_spike_markers(canvas, view, traces, opts)
     return f"{sum(hidden)} values ≤ 0 not shown on the log axis" if sum(hidden) else ""
+
+
+def spike_steps(view: dict, data: RunData) -> np.ndarray:
+    """The steps of the loss spikes a view marks (its ``spikes`` option names their series)."""
+    name = view.get("options", {}).get("spikes")
+    return data.steps(name) if name and data.has(name) else np.zeros(0, np.int64)
+
+
+def paint_spike_markers(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions) -> None:
+    """A triangle on the first curve at each of a run's loss spikes; each marker keeps its step,
+    so a click on it can ask for the step's explanation."""
+    curve, drawn = view["series"][0], False
+    for t, tr in enumerate(traces):
+        steps = spike_steps(view, tr.data)
+        if not len(steps) or not tr.data.has(curve):
+            continue
+        c_steps = tr.data.steps(curve)
+        at = np.clip(np.searchsorted(c_steps, steps), 0, len(c_steps) - 1)
+        x = np.interp(steps, c_steps, tr.data.x(curve, opts.x_mode))
+        item = canvas.get(f"{t}|{SPIKE_KEY}", lambda: pg.ScatterPlotItem(symbol="t", size=12))
+        item.setZValue(50)  # over the curves, under the cursor line
+        item.setBrush(brush(SPIKE_COLOR if len(traces) == 1 else tr.color, 230))
+        item.setPen(pen(canvas.theme["fg"]))
+        item.setData(x=x_transform(x, opts.log_x), y=y_transform(tr.data.column(curve, None)[at], opts.log_y, []),
+                     data=steps)
+        drawn = True
+    if drawn:
+        canvas.legend.entry("spike", "loss spike", spike_sample)
+
+
+def spike_sample() -> pg.PlotDataItem:
+    return pg.PlotDataItem(pen=None, symbol="t", symbolSize=9, symbolBrush=brush(SPIKE_COLOR, 230))
 
 
 def paint_band(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions, cursor) -> str:
@@ -169,4 +207,8 @@ def cursor_values(view: dict, traces: list[Trace], opts: PlotOptions, step: int 
                 _, sv = value_at(tr.data.steps(name), tr.data.smoothed(name, col, opts.smoothing), step)
                 text += f" (smoothed {shown(sv)})"
             parts.append(text)
+        if step in spike_steps(view, tr.data):
+            _, ratio = value_at(tr.data.steps(view["options"]["spikes"]), tr.data.values(view["options"]["spikes"]),
+                                step)
+            parts.append(f"{prefix}loss spike ×{ratio:.2f} (click its marker to explain)")
     return f"step {step}: " + ", ".join(parts) if parts else ""

@@ -9,7 +9,7 @@ from .canvas import PlotCanvas, make_canvas
 from .export import view_csv, widget_image
 from .options import STEP_KINDS, PlotOptions, Trace, effective
 from .paint import paint
-from .steps import cursor_values, place_cursor
+from .steps import SPIKE_KEY, cursor_values, place_cursor
 
 SMOOTHING_CHOICES = (("Follow window slider", None), ("Off", 0.0), ("0.6", 0.6), ("0.8", 0.8), ("0.9", 0.9),
                      ("0.95", 0.95), ("0.99", 0.99))
@@ -48,6 +48,7 @@ class ViewWidget(QtWidgets.QFrame):
 
     hovered = QtCore.Signal(int)  # a step under the mouse
     clicked = QtCore.Signal(int)  # a step clicked (pins the shared cursor)
+    explain_requested = QtCore.Signal(object, int)  # (the run's RunData, step): a spike marker clicked, or asked
 
     def __init__(self, view: dict, parent=None):
         super().__init__(parent)
@@ -126,6 +127,10 @@ class ViewWidget(QtWidgets.QFrame):
             self.wall_action.setCheckable(True)
             self.wall_action.toggled.connect(lambda on: self.set_options(x_mode="wall_time" if on else "step"))
             menu.addAction("Reset zoom", self.reset_zoom)
+            self.explain_action = menu.addAction("Explain the cursor step", self._explain_cursor)
+            self.explain_action.setToolTip("What every analysis of the run knows about the step under the cursor")
+            menu.aboutToShow.connect(lambda: self.explain_action.setEnabled(self.cursor is not None and
+                                                                            bool(self.traces)))
         menu.addSeparator()
         for fmt in ("png", "svg", "csv"):
             menu.addAction(f"Export {fmt.upper()}…", lambda f=fmt: self.export_dialog(f))
@@ -218,12 +223,47 @@ class ViewWidget(QtWidgets.QFrame):
         if step is not None:
             self.hovered.emit(step)
 
+    def spike_at(self, scene_pos) -> tuple[int, int] | None:
+        """(run index, step) of the spike marker under ``scene_pos``, if any."""
+        for t in range(len(self.traces)):
+            item = self.canvas.drawn(f"{t}|{SPIKE_KEY}")
+            if item is not None and item.isVisible():
+                hit = item.pointsAt(item.mapFromScene(scene_pos))
+                if len(hit):
+                    return t, int(hit[0].data())
+        return None
+
     def _on_mouse_clicked(self, event) -> None:
-        if event.button() != QtCore.Qt.MouseButton.LeftButton or event.double():
+        if event.double():
             return
         step = self._step_at(event.scenePos())
-        if step is not None:
-            self.clicked.emit(step)
+        if event.button() == QtCore.Qt.MouseButton.RightButton and step is not None:
+            self._step_menu(step, event.screenPos())
+        elif event.button() == QtCore.Qt.MouseButton.LeftButton:
+            spike = self.spike_at(event.scenePos())
+            if spike is not None:
+                self.clicked.emit(spike[1])
+                self.explain_requested.emit(self.traces[spike[0]].data, spike[1])
+            elif step is not None:
+                self.clicked.emit(step)
+
+    def _step_menu(self, step: int, screen_pos) -> None:
+        """Right-click on a step plot: explain or pin that step."""
+        menu = QtWidgets.QMenu(self)
+        for tr in self.traces:
+            of = f" of {tr.label}" if len(self.traces) > 1 else ""
+            menu.addAction(f"Explain step {step:,}{of}", lambda d=tr.data: self.explain_requested.emit(d, step))
+        menu.addAction(f"Pin the cursor at step {step:,}", lambda: self.clicked.emit(step))
+        menu.popup(QtCore.QPoint(int(screen_pos.x()), int(screen_pos.y())))
+
+    def _explain_cursor(self) -> None:
+        if self.cursor is not None and self.traces:
+            self.explain_requested.emit(self.traces[0].data, self.cursor)
+
+    def flash(self, ms: int = 1200) -> None:
+        """Outline the plot for a moment: the one a link in the Explain panel points at."""
+        self.setStyleSheet("#ViewWidget { border: 2px solid palette(highlight); }")
+        QtCore.QTimer.singleShot(ms, self, lambda: self.setStyleSheet(""))
 
     def apply_theme(self, theme: dict) -> None:
         self.canvas.apply_theme(theme)

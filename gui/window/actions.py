@@ -49,6 +49,9 @@ def build_actions(w) -> None:
                                SP.SP_FileDialogDetailedView)
     w.act_reopen = make_action(w, "Reopen run file", w.reopen_live_run, None,
                                "Read the run file again from disk (e.g. after a crash)")
+    w.act_explain = make_action(w, "Explain this step", lambda: w.explain_step(), "Ctrl+I",
+                                "What every analysis knows about the cursor's step (no cursor: the first "
+                                "loss spike), in the Explain panel")
     w.act_unpin = make_action(w, "Release cursor", w.plots.release_cursor, "Esc",
                               "Let the step cursor follow the mouse again")
     w.act_zoom = make_action(w, "Reset zoom", w.plots.reset_zoom, "Ctrl+0", "Show all data in every plot")
@@ -95,6 +98,8 @@ def build_menus(w) -> None:
     r = w.menuBar().addMenu("&Run")
     for a in (w.act_start, w.act_continue, w.act_pause, w.act_stop, w.act_ckpt, w.act_reopen):
         r.addAction(a)
+    r.addSeparator()
+    r.addAction(w.act_explain)
     v = w.menuBar().addMenu("&View")
     v.addAction(w.act_zoom)
     v.addAction(w.act_unpin)

@@ -10,6 +10,7 @@ from .colors import SEVERITY_COLORS, dot
 
 SEVERITY_ORDER = {s: i for i, s in enumerate(("problem", "warning", "info", "ok"))}
 ALARM_EVENTS = ("diverged", "failed", "plugin_error")
+RUN_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
 TOP_LEFT = QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft
 
 
@@ -53,28 +54,33 @@ def _as_dict(f) -> dict:
 
 
 class FindingsList(QtWidgets.QListWidget):
-    """The shown runs' findings, most severe first; clicking one with a step emits it."""
+    """The shown runs' findings, most severe first; clicking one with a step emits it, double-clicking
+    asks for the step's explanation."""
 
     step_clicked = QtCore.Signal(int)
+    step_activated = QtCore.Signal(str, int)  # run id, step
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setWordWrap(True)
         self.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
         self.setSpacing(2)
-        self.setToolTip("What each analysis concluded; click one to jump to its step")
+        self.setToolTip("What each analysis concluded; click one to jump to its step, double-click to explain it")
         self.itemClicked.connect(self._on_clicked)
+        self.itemDoubleClicked.connect(self._on_double_clicked)
 
-    def show_findings(self, rows: list[tuple[str, dict]], prefixed: bool, waiting: bool) -> None:
-        """``rows``: (run label, finding); ``prefixed`` names the run in each line (several shown)."""
+    def show_findings(self, rows: list[tuple[str, str, dict]], prefixed: bool, waiting: bool) -> None:
+        """``rows``: (run id, run label, finding); ``prefixed`` names the run in each line (several shown)."""
         self.clear()
-        for label, f in sorted(rows, key=lambda lf: SEVERITY_ORDER.get(lf[1]["severity"], 9)):
+        for run_id, label, f in sorted(rows, key=lambda row: SEVERITY_ORDER.get(row[2]["severity"], 9)):
             prefix = f"[{label}] " if prefixed else ""
             where = "" if f.get("step") is None else f"  (step {f['step']})"
             item = QtWidgets.QListWidgetItem(f"{prefix}{f['plugin']}: {f['message']}{where}")
             item.setIcon(dot(SEVERITY_COLORS.get(f["severity"], "#808080")))
-            item.setToolTip(f"{f['severity']}: {f['message']}" + ("\nclick to jump to its step" if where else ""))
+            item.setToolTip(f"{f['severity']}: {f['message']}" +
+                            ("\nclick to jump to its step, double-click to explain the step" if where else ""))
             item.setData(QtCore.Qt.ItemDataRole.UserRole, f.get("step"))
+            item.setData(RUN_ROLE, run_id)
             self.addItem(item)
         if not rows:
             self.addItem("computing findings…" if waiting else "no findings")
@@ -84,12 +90,19 @@ class FindingsList(QtWidgets.QListWidget):
         if step is not None:
             self.step_clicked.emit(int(step))
 
+    def _on_double_clicked(self, item) -> None:
+        step = item.data(QtCore.Qt.ItemDataRole.UserRole)
+        if step is not None:
+            self.step_activated.emit(item.data(RUN_ROLE), int(step))
+
 
 class EventsTable(QtWidgets.QTableWidget):
     """A run's events (step, kind, message), each message whole: wrapped over as many lines as it
-    needs in the column that takes the table's width. Clicking one emits its step."""
+    needs in the column that takes the table's width. Clicking one emits its step, double-clicking
+    asks for the step's explanation."""
 
     step_clicked = QtCore.Signal(int)
+    step_activated = QtCore.Signal(int)
 
     def __init__(self, parent=None):
         super().__init__(0, 3, parent)
@@ -106,6 +119,7 @@ class EventsTable(QtWidgets.QTableWidget):
         self.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.cellClicked.connect(self._on_clicked)
+        self.cellDoubleClicked.connect(self._on_double_clicked)
 
     def show_events(self, events: list[dict]) -> None:
         if self.rowCount() == len(events):
@@ -121,6 +135,12 @@ class EventsTable(QtWidgets.QTableWidget):
                 self.item(row, 1).setForeground(QtGui.QColor("#d9534f"))
 
     def _on_clicked(self, row: int, _column: int) -> None:
+        self._emit_step(row, self.step_clicked)
+
+    def _on_double_clicked(self, row: int, _column: int) -> None:
+        self._emit_step(row, self.step_activated)
+
+    def _emit_step(self, row: int, signal) -> None:
         text = self.item(row, 0).text()
         if text.isdigit():
-            self.step_clicked.emit(int(text))
+            signal.emit(int(text))

@@ -24,6 +24,7 @@ from ..views import THEMES, Trace
 from .actions import build_actions, build_menus, build_toolbar
 from .colors import STATE_COLORS, dot
 from .engine_run import ACTIVE, FINAL, EngineRun
+from .explain_panel import ExplainPanel, explain_task
 from .findings import EventsTable, FindingsList, compute_findings
 from .plot_area import PlotArea
 from .recent import RecentFiles, fill_menu
@@ -69,6 +70,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.form = ConfigForm()
         self.plots = PlotArea()
         self.plots.cursor_moved.connect(self._show_cursor)
+        self.plots.explain_requested.connect(self._explain_data)
         self.run_status = RunStatus()
         self.banner = QtWidgets.QLabel()
         self.banner.setWordWrap(True)
@@ -150,12 +152,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.side_tabs = QtWidgets.QTabWidget()
         self.findings_list = FindingsList()
         self.findings_list.step_clicked.connect(self.plots.pin_cursor)
+        self.findings_list.step_activated.connect(lambda run_id, step: self.explain_step(self.runs.get(run_id), step))
         self.events_table = EventsTable()
         self.events_table.step_clicked.connect(self.plots.pin_cursor)
+        self.events_table.step_activated.connect(lambda step: self.explain_step(None, step))
+        self.explain_panel = ExplainPanel()
+        self.explain_panel.go_to.connect(self._go_to_evidence)
+        self.explain_panel.explain.connect(lambda path, step: self.explain_step(self.runs.get(path), step))
         self.log_view = QtWidgets.QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(2000)
-        for panel, title in ((self.findings_list, "Findings"), (self.events_table, "Events"),
-                             (self.log_view, "Engine log")):
+        for panel, title in ((self.findings_list, "Findings"), (self.explain_panel, "Explain"),
+                             (self.events_table, "Events"), (self.log_view, "Engine log")):
             self.add_side_panel(panel, title)
         side = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(side)
@@ -414,6 +421,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.poller.remove(run_id)
         self.findings.pop(run_id, None)
+        self.explain_panel.forget(run_id)
         self._traces_changed()
 
     def visible_runs(self) -> list[RunEntry]:
@@ -527,17 +535,50 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.findings[run_id] = found
         self._show_findings()
+        if self.explain_panel.path == run_id and self.explain_panel.result is not None:
+            self._start_explain(self.runs[run_id], self.explain_panel.step, quiet=True)  # what it measured since
         self.findings_ready.emit(run_id)
 
     def _show_findings(self) -> None:
         visible = self.visible_runs()
-        rows = [(e.data.label, f) for e in visible for f in self.findings.get(e.run_id, [])]
+        rows = [(e.run_id, e.data.label, f) for e in visible for f in self.findings.get(e.run_id, [])]
         waiting = bool(visible) and any(e.run_id not in self.findings for e in visible)
         self.findings_list.show_findings(rows, prefixed=len(visible) > 1, waiting=waiting)
 
     def _show_events(self) -> None:
         visible = self.visible_runs()
         self.events_table.show_events(visible[0].data.events if visible else [])
+
+    # =============================================================================================
+    # Explaining a step
+    # =============================================================================================
+    def explain_step(self, entry: RunEntry | None = None, step: int | None = None) -> None:
+        """Explain ``step`` of a run in the Explain panel: by default the run shown first and the
+        cursor's step (no cursor: the run's first loss spike, or its last step)."""
+        entry = entry or (self.visible_runs() or [None])[0]
+        if entry is None:
+            self.statusBar().showMessage("Open or start a run first, then explain one of its steps", 5000)
+            return
+        self._start_explain(entry, self.plots.cursor if step is None else step)
+        self.side_tabs.setCurrentWidget(self.explain_panel)
+        self.runs_dock.show()
+
+    def _start_explain(self, entry: RunEntry, step: int | None, quiet: bool = False) -> None:
+        request = self.explain_panel.begin(entry.run_id, entry.data.label, step, quiet)
+        self.tasks.start(explain_task, str(entry.path), step,
+                         on_done=lambda result: self.explain_panel.show_result(request, result),
+                         on_exception=lambda exc: self.explain_panel.show_error(request, exc))
+
+    def _explain_data(self, data, step: int) -> None:
+        """A plot asked to explain a step of the run it drew from ``data``."""
+        entry = next((e for e in self.runs.values() if e.data is data), None)
+        if entry is not None:
+            self.explain_step(entry, step)
+
+    def _go_to_evidence(self, step: int, series: str) -> None:
+        self.plots.pin_cursor(step)
+        if series:
+            self.plots.show_series(series)
 
     # =============================================================================================
     # Recent files, theme, window state

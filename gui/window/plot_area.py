@@ -15,6 +15,7 @@ class PlotArea(QtWidgets.QScrollArea):
     """A scrolling grid of view widgets with a linked step cursor (hover follows, click pins)."""
 
     cursor_moved = QtCore.Signal(object, bool)  # step (None: no cursor), pinned
+    explain_requested = QtCore.Signal(object, int)  # (RunData, step), from any plot
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -45,6 +46,7 @@ class PlotArea(QtWidgets.QScrollArea):
         for w in self._rebuild(views, titles):
             w.hovered.connect(self.hover_cursor)
             w.clicked.connect(self.pin_cursor)
+            w.explain_requested.connect(self.explain_requested)
             w.set_global_smoothing(self.smoothing)
             w.canvas.apply_theme(self.theme)
         for w in self.widgets.values():
@@ -153,6 +155,15 @@ class PlotArea(QtWidgets.QScrollArea):
                 if not x0 <= step <= x1:
                     half = (x1 - x0) / 2
                     vb.setXRange(step - half, step + half, padding=0)
+
+    def show_series(self, series: str) -> ViewWidget | None:
+        """Scroll to the first plot that draws ``series`` and flash its frame; None if none does."""
+        for w in self.widgets.values():
+            if series in w.view["series"] or series == w.view.get("options", {}).get("spikes"):
+                self.ensureWidgetVisible(w, 0, 30)
+                w.flash()
+                return w
+        return None
 
     # -- view settings ----------------------------------------------------------------------------
     def reset_zoom(self) -> None:
