@@ -52,7 +52,7 @@ def plugin_classes():
 def default_form(plugin_classes) -> ConfigForm:
     f = ConfigForm()
     f.set_plugins(*plugin_classes)
-    f.load_toml(DEFAULT_CONFIG, all_plugins=True)  # what a stale form would carry over
+    f.load_toml(DEFAULT_CONFIG)  # what a stale form would carry over
     return f
 
 

@@ -55,10 +55,13 @@ def assert_readable_ticks(window):
     assert checked
 
 
-def test_opens_on_the_ready_default_with_installed_plugins_enabled(window):
+def test_opens_on_the_ready_default_with_the_five_analyses_as_the_cli_reads_it(window):
+    from gui.form import DEFAULT_CONFIG
     form = window.form
     assert form.editors["run.name"].get() == "digits-mlp" and form.editors["data.source"].get() == "digits"
-    assert form.plugin_boxes and all(b.isChecked() for b in form.plugin_boxes.values())
+    analyses = {"sharpness", "oscillation", "opposing_signals", "error_slices", "calibration"}
+    assert {n for n, b in form.plugin_boxes.items() if b.isChecked()} == analyses
+    assert form.config.to_dict() == RunConfig.from_toml(DEFAULT_CONFIG).to_dict()
     assert form.config is not None and window.start_button.isEnabled()
     assert window.run_status.state_label.text() == "idle"
 

@@ -94,7 +94,7 @@ class ConfigForm(QtWidgets.QWidget):
         self.config: RunConfig | None = None
         self.errors: dict[str, str] = {}
         self.load_note = ""
-        self._loaded: tuple | None = None  # (raw, base_dir, all_plugins) of the last file, for set_plugins
+        self._loaded: tuple | None = None  # (raw, base_dir) of the last file, for set_plugins
         self._loading = False
         self._timer = QtCore.QTimer(self, singleShot=True, interval=150)
         self._timer.timeout.connect(self.validate)
@@ -197,9 +197,8 @@ class ConfigForm(QtWidgets.QWidget):
             out["plugins"] = plugins
         return out
 
-    def set_raw(self, raw: dict, base_dir: Path | None = None, all_plugins: bool = False) -> None:
-        """Fill the form from a config dict (a parsed TOML file); missing keys take their defaults.
-        ``all_plugins`` also ticks the installed plugins the file does not list."""
+    def set_raw(self, raw: dict, base_dir: Path | None = None) -> None:
+        """Fill the form from a config dict (a parsed TOML file); missing keys take their defaults."""
         self._loading = True
         try:
             tables = {section: _table(raw, section) for section in SECTIONS}
@@ -214,7 +213,7 @@ class ConfigForm(QtWidgets.QWidget):
             self.source_choices.set_values(self.editors["data.source"].get(), tables["data"])
             plugins = _table(raw, "plugins")
             for name, box in self.plugin_boxes.items():
-                box.set_table(plugins.get(name) if isinstance(plugins.get(name), dict) else None, all_plugins)
+                box.set_table(plugins.get(name) if isinstance(plugins.get(name), dict) else None)
             self.unknown_plugins = {n: t for n, t in plugins.items() if n not in self.plugin_boxes}
             if base_dir is not None:
                 self.base_dir = Path(base_dir)
@@ -222,14 +221,13 @@ class ConfigForm(QtWidgets.QWidget):
             self._loading = False
         self.validate()
 
-    def load_toml(self, path: str | Path, all_plugins: bool = False) -> None:
-        """Fill the form from a TOML file, as ``traindx run`` reads it (``all_plugins``: and tick
-        every installed analysis the file does not list, for the ready-to-run default)."""
+    def load_toml(self, path: str | Path) -> None:
+        """Fill the form from a TOML file, as ``traindx run`` reads it."""
         path = Path(path)
         raw = tomllib.loads(path.read_text())
         self.source_path = path
         self.load_note = _unknown_keys_note(raw)
-        self._loaded = (raw, path.resolve().parent, all_plugins)
+        self._loaded = (raw, path.resolve().parent)
         self.set_raw(*self._loaded)
 
     def all_editors(self) -> dict[str, Editor]:

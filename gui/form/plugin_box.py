@@ -60,12 +60,12 @@ class PluginBox(QtWidgets.QGroupBox):
         out.update(self.settings_group.values())
         return out
 
-    def set_table(self, table: dict | None, enabled: bool = False) -> None:
+    def set_table(self, table: dict | None) -> None:
         """The plugin as a ``[plugins.NAME]`` table sets it: what the table leaves out takes the
-        plugin's default. None: not listed (``enabled`` says whether to tick it anyway)."""
+        plugin's default. None: not listed, so not ticked."""
         self.listed = table is not None
         table = table or {}
-        self.setChecked(bool(table.get("enabled", True)) if self.listed else enabled)
+        self.setChecked(bool(table.get("enabled", True)) if self.listed else False)
         if self.cls is None:
             return
         self._reset_cadence()

@@ -108,7 +108,7 @@ class MainWindow(QtWidgets.QMainWindow):
             lambda _: self.apply_theme(self.theme_mode))
         self.apply_theme(self.theme_mode)
         self._restore_window()
-        self.form.load_toml(DEFAULT_CONFIG, all_plugins=True)
+        self.form.load_toml(DEFAULT_CONFIG)
         self.tasks.start(load_plugin_classes, on_done=self._on_plugins_loaded,
                          on_exception=lambda e: self.form.set_plugins({}, {"plugins": str(e)}))
         self._on_state("idle")

@@ -50,22 +50,21 @@ class SetupPanel(QtWidgets.QWidget):
         lay.addWidget(self.start_button)
 
     # -- config files -----------------------------------------------------------------------------
-    def load_config(self, path: str | Path, all_plugins: bool = False) -> bool:
+    def load_config(self, path: str | Path) -> bool:
         """Fill the form from a TOML file exactly as ``traindx run`` reads it."""
         path = Path(path)
         try:
-            self.form.load_toml(path, all_plugins)
+            self.form.load_toml(path)
         except (OSError, ValueError) as exc:
             QtWidgets.QMessageBox.warning(self, "Cannot load config", f"{path}: {exc}")
             return False
-        every = " with every installed analysis" if all_plugins else ""
-        self.source_label.setText(f"from {path}{every}")
+        self.source_label.setText(f"from {path}")
         self.recent.add("recent_configs", path)
         return True
 
     def load_default(self) -> None:
-        """The bundled digits example, with every installed analysis switched on: a ready demo."""
-        self.load_config(DEFAULT_CONFIG, all_plugins=True)
+        """The bundled digits example with the five analyses: a ready demo."""
+        self.load_config(DEFAULT_CONFIG)
 
     def load_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load run config", str(self._last_dir()),
