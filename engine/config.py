@@ -131,8 +131,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "enabled": Field(True, bool, "watch the training loss for spikes (a loss_spike event and a finding each)"),
         "window": Field(SpikeRule.window, int, "steps before a step whose median its loss is compared with",
                         min=3),
-        "threshold": Field(SpikeRule.threshold, float, "robust standard deviations (1.4826·MAD of the window) "
-                           "above the median that make a spike", min=0.1),
+        "threshold": Field(SpikeRule.threshold, float, "robust standard deviations of the window's log-loss "
+                           "(1.4826·MAD) above its median that make a spike", min=0.1),
         "min_ratio": Field(SpikeRule.min_ratio, float, "and at least this many times the median", min=1.0),
         "min_gap": Field(SpikeRule.min_gap, int, "spiking steps closer than this are one spike", min=1),
     },

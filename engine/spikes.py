@@ -1,16 +1,19 @@
 """Loss spikes: steps where the training loss jumps far above its own recent level.
 
-A step is *spiking* when its loss lies more than ``threshold`` robust standard deviations (1.4826 ×
-the median absolute deviation) above the median of the ``window`` losses before it, and at least
-``min_ratio`` times that median: the first rule ignores ordinary noise however large, the second
-ignores wiggles that are many MADs tall only because the curve is very smooth. Spiking steps less
-than ``min_gap`` steps apart are one spike, reported at its highest ratio to the median. A falling
-or flat curve, however noisy, has none.
+The rule works on the logarithm of the loss, because loss noise is multiplicative: late in a
+mini-batch run a batch with one hard sample often has 5–10× the median loss, which is ordinary
+noise there, while on a smooth full-batch curve a rise of 20 % can be many spreads tall. A step is
+*spiking* when its log-loss lies more than ``threshold`` robust standard deviations (1.4826 × the
+median absolute deviation) above the median log-loss of the ``window`` steps before it, and its
+loss is at least ``min_ratio`` times that median (the second rule ignores wiggles that are many
+MADs tall only because the curve is very smooth). Spiking steps less than ``min_gap`` steps apart
+are one spike, reported at its highest ratio to the median. A falling or flat curve, however
+noisy, has none.
 
 ``find_spikes`` takes a whole series; ``SpikeDetector`` takes steps as they come (one or many at a
 time) and reports each spike once it is over (``min_gap`` quiet steps later, or at ``finish``).
-Both give the same spikes.
-Non-finite losses are skipped (divergence is its own event).
+Both give the same spikes. Non-finite losses are skipped (divergence is its own event); a window
+whose median is not positive has no spikes (a ratio to it means nothing).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MAD_TO_SD = 1.4826  # MAD of a normal distribution × this = its standard deviation
+TINY = 1e-300  # losses ≤ 0 are taken as this, so every loss has a log
+NO_MEDIAN = float(np.log(TINY)) / 2  # a median log-loss below this means at least half the window was ≤ 0
 CHUNK = 65_536  # rows of sliding windows held at once by find_spikes
 
 
@@ -26,9 +31,9 @@ CHUNK = 65_536  # rows of sliding windows held at once by find_spikes
 class Spike:
     step: int
     loss: float
-    median: float  # running median of the window before the step
+    median: float  # running median of the window before the step (the exp of its median log-loss)
     ratio: float  # loss / median
-    z: float  # (loss − median) in robust standard deviations
+    z: float  # log(loss / median) in robust standard deviations of the window's log-loss
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class SpikeRule:
     """The rule a spike meets (the run config's [spikes] table holds the same keys)."""
 
     window: int = 50
-    threshold: float = 6.0
+    threshold: float = 5.0
     min_ratio: float = 1.1
     min_gap: int = 20
 
@@ -53,14 +58,15 @@ class SpikeRule:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a number > 0")
 
-    def judge(self, step: int, loss: float, median: float, mad: float) -> Spike | None:
-        """The spike at this step, if the loss is a spike against a window with this median and MAD."""
-        scale = MAD_TO_SD * mad
-        rise = loss - median
-        if median <= 0 or loss < self.min_ratio * median or rise <= self.threshold * scale:
+    def judge(self, step: int, loss: float, log_median: float, log_mad: float) -> Spike | None:
+        """The spike at this step, if the loss is a spike against a window with this median and MAD
+        of its log-losses."""
+        median = float(np.exp(log_median))
+        rise = float(np.log(max(loss, TINY))) - log_median
+        scale = MAD_TO_SD * log_mad
+        if log_median <= NO_MEDIAN or loss < self.min_ratio * median or rise <= self.threshold * scale:
             return None
-        return Spike(int(step), float(loss), float(median), float(loss / median),
-                     float(rise / scale) if scale > 0 else float("inf"))
+        return Spike(int(step), float(loss), median, float(loss / median), rise / scale if scale > 0 else float("inf"))
 
 
 class _Merger:
@@ -119,12 +125,12 @@ class SpikeDetector:
         offset = len(self.history)  # series[offset + t] is losses[t]
         for start in range(max(w, offset), len(series), CHUNK):  # rows with a full window before them
             stop = min(len(series), start + CHUNK)
-            past = np.lib.stride_tricks.sliding_window_view(series[start - w:stop - 1], w)
+            logs = np.log(np.maximum(series[start - w:stop], TINY))
+            past = np.lib.stride_tricks.sliding_window_view(logs[:-1], w)
             median = np.median(past, axis=1)
             mad = np.median(np.abs(past - median[:, None]), axis=1)
-            now = series[start:stop]
-            rise = now - median
-            flagged = (median > 0) & (now >= self.rule.min_ratio * median) & \
+            rise = logs[w:] - median
+            flagged = (median > NO_MEDIAN) & (series[start:stop] >= self.rule.min_ratio * np.exp(median)) & \
                 (rise > self.rule.threshold * (MAD_TO_SD * mad))
             for i in np.flatnonzero(flagged):  # spikes are few: the merging runs on them alone
                 t = start + int(i) - offset

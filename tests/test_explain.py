@@ -3,6 +3,8 @@
 is in test_opposing_signals_plugin.py, beside the run it needs.)"""
 import json
 
+import numpy as np
+
 import pytest
 
 from conftest import tiny_config
@@ -68,3 +70,41 @@ def test_the_nearest_spike_and_files_written_before_spike_events(tmp_path, capsy
     printed = json.loads(capsys.readouterr().out)
     assert printed["step"] == 201 and printed["spikes"][0]["step"] == 201
     assert {e["plugin"] for e in printed["evidence"]} == {"core"}
+
+
+class BetweenFlushes:
+    """A live run file read between two series' flushes: the spike's row is there, the last rows of
+    the loss (its own among them) not yet."""
+
+    config: dict = {}
+
+    def names(self):
+        return ["train/loss", "train/loss_spike"]
+
+    def series(self, name):
+        if name == "train/loss":
+            return np.arange(1, 101), np.full(100, 0.5)
+        return np.array([60, 103]), np.array([3.0, 2.5])
+
+    def views(self):
+        return {"core": []}
+
+
+def test_a_spike_whose_loss_row_is_not_read_yet_waits_for_the_next_read():
+    assert [s["step"] for s in run_spikes(BetweenFlushes())] == [60]
+    assert explain(BetweenFlushes(), nearest_spike=True, step=99).step == 60
+
+
+def test_an_analysis_that_fails_to_explain_hides_nothing_else(smooth_run, monkeypatch):
+    from plugins.calibration.plugin import CalibrationPlugin
+
+    def broken(cls, run, step):
+        raise RuntimeError("no reliability rows")
+    with open_run(smooth_run) as run:
+        whole = explain(run, 100)
+        monkeypatch.setattr(CalibrationPlugin, "explain", classmethod(broken))
+        result = explain(run, 100)
+    said = [e for e in result.evidence if e.plugin == "calibration"]
+    assert [e.text for e in said] == ["The analysis could not explain this step: no reliability rows"]
+    assert [e for e in result.evidence if e.plugin != "calibration"] == \
+        [e for e in whole.evidence if e.plugin != "calibration"]

@@ -41,6 +41,42 @@ def test_smooth_decay_and_noisy_plateau_give_none():
     assert find_spikes(steps, minibatch) == []
 
 
+@pytest.fixture(scope="module")
+def healthy_minibatch_run(tmp_path_factory):
+    """The default digits run without its analyses: SGD with momentum, batches of 64, a cosine
+    schedule; its loss falls smoothly to ~0.003, where a batch holding one still-wrong sample has
+    5–12× the median loss: ordinary noise, not a spike."""
+    import tomllib
+    from conftest import ROOT
+    from engine import open_run, run_training
+    cfg = tomllib.loads((ROOT / "assets/examples/digits-mlp.toml").read_text())
+    cfg.pop("plugins")
+    cfg["run"]["threads"] = 1
+    path = tmp_path_factory.mktemp("healthy") / "run.h5"
+    assert run_training(cfg, path) == "finished"
+    with open_run(path) as run:
+        steps, loss = run.series("train/loss")
+        assert run.length("train/loss_spike") == 0  # the engine's live detector agrees
+    return np.asarray(steps), np.asarray(loss, dtype=np.float64)
+
+
+def test_heavy_tailed_minibatch_noise_is_no_spike_but_a_catapult_on_it_is(healthy_minibatch_run):
+    steps, loss = healthy_minibatch_run
+    late = loss[len(loss) // 2:]
+    assert np.max(late / np.median(late)) > 5  # single batches far above the median: ordinary here
+    assert find_spikes(steps, loss) == []
+    planted = loss.copy()
+    median_before = np.median(planted[1000 - 50:1000])
+    planted[1000:1006] = median_before * np.array([30, 80, 200, 120, 60, 25])  # the model's loss, not a batch's
+    assert [s.step for s in find_spikes(steps, planted)] == [steps[1002]]
+
+
+def test_a_window_of_non_positive_losses_has_no_spikes():
+    loss = -1.0 + 0.01 * np.random.default_rng(4).normal(size=500)  # e.g. a negative log-density
+    loss[300] = 0.5
+    assert find_spikes(np.arange(1, 501), loss) == []
+
+
 def test_a_smooth_curve_needs_a_real_rise_not_only_many_mads():
     # A wiggle of 5% is thousands of MADs tall on a nearly flat curve, yet below min_ratio (1.1).
     loss = 1.0 + 1e-6 * np.random.default_rng(3).normal(size=2000)

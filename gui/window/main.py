@@ -61,6 +61,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.engine_run.progress.connect(self._on_progress)
         self.engine_run.exited.connect(self._on_engine_exit)
         self.findings: dict[str, list[dict]] = {}
+        self._findings_requests: dict[str, int] = {}  # per run: the latest findings task started
+        self._findings_shown: dict[str, int] = {}  # and the one whose findings are shown
         self.live_run_id: str | None = None
         self.resuming: Path | None = None  # a continued run's file, until its engine has it open
         self.theme_mode = str(self.settings.value("theme", "system"))
@@ -524,15 +526,19 @@ class MainWindow(QtWidgets.QMainWindow):
         entry = self.runs.get(run_id)
         if entry is None or not entry.path.exists():
             return
+        request = self._findings_requests[run_id] = self._findings_requests.get(run_id, 0) + 1
         self.tasks.start(compute_findings, str(entry.path),
-                         on_done=lambda result, r=run_id: self._on_findings(r, result),
+                         on_done=lambda result, r=run_id: self._on_findings(r, request, result),
                          on_exception=lambda exc, r=run_id: self._on_findings(
-                             r, [{"plugin": "", "severity": "info", "message": f"findings unavailable: {exc}",
-                                  "step": None}]))
+                             r, request, [{"plugin": "", "severity": "info", "step": None,
+                                           "message": f"findings unavailable: {exc}"}]))
 
-    def _on_findings(self, run_id: str, found: list[dict]) -> None:
-        if run_id not in self.runs:
+    def _on_findings(self, run_id: str, request: int, found: list[dict]) -> None:
+        """Show a run's findings, unless those of a later request are already shown (two tasks
+        may finish out of order; a live file's last read wins)."""
+        if run_id not in self.runs or request < self._findings_shown.get(run_id, 0):
             return
+        self._findings_shown[run_id] = request
         self.findings[run_id] = found
         self._show_findings()
         if self.explain_panel.path == run_id and self.explain_panel.result is not None:
