@@ -273,6 +273,41 @@ def test_a_flat_series_with_round_off_noise_gets_short_tick_labels(qtbot, log_y)
         qtbot.waitUntil(lambda: np.ptp(w.canvas.plotItem.vb.viewRange()[1]) > 0.3)
 
 
+def test_a_heatmap_names_its_rows_whole_and_shows_its_colour_scale(qtbot):
+    from gui.views.axis import drawn_ticks
+    from gui.views.export import settle_axes
+    d = RunData("t")
+    values = np.random.default_rng(0).uniform(0.02, 0.3, size=(200, 3))
+    d.extend("oscillation/flip_rate", np.arange(1, 201), values)
+    names = ["features.1.weight_long_name", "features.3", "head"]
+    w = widget(qtbot, {"kind": "heatmap", "title": "Reversals", "series": ["oscillation/flip_rate"],
+                       "options": {"y_labels": names}}, d)
+    settle_axes(w.canvas)
+    axis = w.canvas.plotItem.getAxis("left")
+    ticks = drawn_ticks(axis)
+    assert [t for t, _ in ticks] == names
+    assert all(rect.left() >= 0 for _, rect in ticks)  # none cut at the plot's left edge
+    assert w.canvas.colour_bar.levels() == pytest.approx((values.min(), values.max()))
+
+
+def test_a_row_that_holds_nothing_says_so(qtbot):
+    from gui.views.rows import NONE_FOUND
+    d = RunData("t")
+    d.extend("x/table", np.array([10]), [{"columns": ["group", "size"], "rows": []}])
+    d.extend("x/images", np.array([10]), np.full((1, 4, 6, 6), np.nan))
+    d.extend("x/recent", np.array([10]), np.full((1, 8, 3), np.nan))
+    table = widget(qtbot, {"kind": "table", "title": "T", "series": ["x/table"]}, d)
+    assert table.canvas.rowCount() == 1 and table.canvas.item(0, 0).text() == NONE_FOUND
+    assert table.canvas.columnSpan(0, 0) == 2
+    for kind, name in (("image_grid", "x/images"), ("curve", "x/recent")):
+        w = widget(qtbot, {"kind": kind, "title": kind, "series": [name], "options": {"captions": ["#1"]}}, d)
+        assert w.canvas.empty.isVisible() and w.canvas.empty.text() == NONE_FOUND, kind
+        assert "step 10" in w.values.text()
+    d.extend("x/images", np.array([20]), np.ones((1, 4, 6, 6)))  # a later row with images: drawn
+    grid = widget(qtbot, {"kind": "image_grid", "title": "g", "series": ["x/images"]}, d)
+    assert not grid.canvas.empty.isVisible()
+
+
 def test_several_runs_get_a_colour_per_metric_and_a_dash_per_run(qtbot):
     names = [f"calibration/{m}" for m in ("ece", "ace", "classwise_ece", "debiased_l2", "mce")]
     runs = []

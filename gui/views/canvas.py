@@ -28,9 +28,12 @@ class PlotCanvas(pg.PlotWidget):
         self.cursor_line.setZValue(100)
         self.cursor_line.setVisible(False)
         self.plotItem.addItem(self.cursor_line, ignoreBounds=True)
-        self.note = pg.TextItem(anchor=(0, 0))
-        self.note.setZValue(101)
-        self.plotItem.addItem(self.note, ignoreBounds=True)
+        self.empty = QtWidgets.QLabel(self)  # over the plot when the row at the cursor holds nothing
+        self.empty.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setStyleSheet("color: gray; background: transparent;")
+        self.empty.hide()
+        self._empty_text: str | None = None
         self.theme = THEMES["light"]
 
     @property
@@ -39,6 +42,7 @@ class PlotCanvas(pg.PlotWidget):
 
     def begin(self) -> None:
         self._touched.clear()
+        self._empty_text = None
         for legend in self.legends:
             legend.begin()
 
@@ -68,6 +72,17 @@ class PlotCanvas(pg.PlotWidget):
                 plot.removeItem(item)
         for legend in self.legends:
             legend.end()
+        self.empty.setText(self._empty_text or "")
+        self.empty.setVisible(self._empty_text is not None)
+
+    def say_empty(self, text: str) -> None:
+        """This paint drew nothing, and ``text`` says why (e.g. the analysis found none there)."""
+        self._empty_text = text
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if hasattr(self, "empty"):  # pyqtgraph resizes the view while it is being built
+            self.empty.setGeometry(self.rect().adjusted(20, 20, -20, -20))
 
     def show_legends(self, on: bool | None) -> None:
         """Legends on, off, or (None) shown automatically where they fit."""
@@ -114,13 +129,14 @@ class PlotCanvas(pg.PlotWidget):
     def apply_theme(self, theme: dict) -> None:
         self.theme = theme
         self.setBackground(theme["bg"])
-        for name in ("left", "bottom"):
-            axis = self.plotItem.getAxis(name)
+        axes = [self.plotItem.getAxis(name) for name in ("left", "bottom")]
+        if getattr(self, "colour_bar", None) is not None:
+            axes.append(self.colour_bar.axis)
+        for axis in axes:
             axis.setPen(pg.mkPen(theme["fg"]))
             axis.setTextPen(pg.mkPen(theme["fg"]))
         self.plotItem.titleLabel.setAttr("color", theme["fg"])
         self.cursor_line.setPen(pg.mkPen(theme["cursor"], width=1, style=QtCore.Qt.PenStyle.DashLine))
-        self.note.setColor(theme["fg"])
         for legend in self.legends:
             legend.apply_theme(theme)
 

@@ -32,6 +32,9 @@ def row_note(rows: list, cursor) -> str:
     return f"{where}step {steps[-1]}" if len(steps) == 1 else f"{where}steps {steps[0]}–{steps[-1]}"
 
 
+NONE_FOUND = "nothing recorded at this step (the analysis found none)"
+
+
 def fill_color(traces: list[Trace], t: int, j: int) -> str:
     """Filled marks (bars, points) cannot be dashed: one run, a colour per series; several, per run."""
     return PALETTE[j % len(PALETTE)] if len(traces) == 1 else traces[t].color
@@ -72,7 +75,10 @@ def paint_curve(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotO
         item = canvas.get(f"{t}|{name}|{c}", pg.PlotDataItem)
         item.setPen(pen(color, 255, dash))
         item.setData(x_transform(x, opts.log_x), y_transform(y, opts.log_y, []), connect="finite")
-    canvas.legend.line_entries(traces, names)
+    if lines and not any(np.isfinite(line[5]).any() for line in lines):
+        canvas.say_empty(NONE_FOUND)
+    else:
+        canvas.legend.line_entries(traces, names)
     return row_note(rows, cursor)
 
 
@@ -104,6 +110,9 @@ def paint_image_grid(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: 
     _, _, name, step, row = rows[0]
     imgs = np.asarray(row, dtype=float)
     imgs = imgs.reshape(-1, *imgs.shape[-2:])
+    if not np.isfinite(imgs).any():
+        canvas.say_empty(NONE_FOUND)
+        return row_note(rows, cursor)
     mosaic, ncol = tile(imgs)
     item = canvas.get("mosaic", lambda: pg.ImageItem(axisOrder="row-major"))
     item.setColorMap(pg.colormap.get("CET-L1"))
@@ -139,9 +148,14 @@ def paint_table(canvas: TableCanvas, view: dict, traces: list[Trace], opts: Plot
     doc = rows[0][4] if rows else {"columns": [], "rows": []}
     columns = [str(c) for c in doc.get("columns", [])]
     body = doc.get("rows", [])
+    canvas.clearSpans()
     canvas.setColumnCount(len(columns))
     canvas.setHorizontalHeaderLabels(columns)
     canvas.setRowCount(len(body))
+    if rows and not body and columns:  # one row across the table says so
+        canvas.setRowCount(1)
+        canvas.setSpan(0, 0, 1, len(columns))
+        canvas.setItem(0, 0, QtWidgets.QTableWidgetItem(str(doc.get("empty") or NONE_FOUND)))
     for i, r in enumerate(body):
         for j, v in enumerate(r[:len(columns)]):
             item = canvas.item(i, j)

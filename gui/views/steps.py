@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui
 
 from ..reduce import band_envelope, column_starts, envelope, log10_or_nan, value_at
 from ..rundata import RunData
@@ -165,14 +165,32 @@ def paint_heatmap(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: Plo
     img = canvas.get("heat", lambda: pg.ImageItem(axisOrder="col-major"))
     img.setColorMap(pg.colormap.get("viridis"))
     img.setImage(v, autoLevels=True)
+    bar = colour_bar(canvas, img)
+    if np.isfinite(v).any():
+        bar.setLevels((float(np.nanmin(v)), float(np.nanmax(v))))
+    bar.axis.setLabel("log₁₀" if opts.log_y else "")
     x_lo, x_hi = float(x[0]), float(x[-1])
     width = (x_hi - x_lo) * len(x) / max(1, len(x) - 1) if len(x) > 1 else 1.0
     img.setRect(QtCore.QRectF(x_lo, -0.5, width, v.shape[1]))
     labels = view.get("options", {}).get("y_labels")
     if labels and len(labels) == v.shape[1]:
         step = max(1, len(labels) // 12)
-        canvas.plotItem.getAxis("left").setTicks([[(i, str(labels[i])) for i in range(0, len(labels), step)]])
+        axis = canvas.plotItem.getAxis("left")
+        shown = [(i, str(labels[i])) for i in range(0, len(labels), step)]
+        axis.setTicks([shown])
+        font = QtGui.QFontMetrics(axis.style["tickFont"] or axis.font())  # names are wider than numbers:
+        axis.setWidth(max(font.horizontalAdvance(t) for _, t in shown) + axis.style["tickTextOffset"][0] + 12)
     return "" if len(traces) == 1 else f"showing {tr.label} only"
+
+
+def colour_bar(canvas: PlotCanvas, img: pg.ImageItem) -> pg.ColorBarItem:
+    """The heatmap's colour scale, beside it (made once per plot)."""
+    bar = getattr(canvas, "colour_bar", None)
+    if bar is None:
+        bar = canvas.colour_bar = pg.ColorBarItem(colorMap=pg.colormap.get("viridis"), interactive=False, width=10)
+        bar.setImageItem(img, insert_in=canvas.plotItem)
+        canvas.apply_theme(canvas.theme)  # its axis takes the plot's colours
+    return bar
 
 
 def place_cursor(canvas: PlotCanvas, traces: list[Trace], opts: PlotOptions, cursor: int | None) -> None:
