@@ -61,13 +61,15 @@ def paint_histogram(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: P
 def paint_curve(canvas: PlotCanvas, view: dict, traces: list[Trace], opts: PlotOptions, cursor) -> str:
     rows = list(row_traces(view, traces, cursor))
     x_opt = view.get("options", {}).get("x")
+    labels = view.get("options", {}).get("labels") or []  # names of a curve's columns
     lines = []  # (trace, series name, column, legend name) of every curve drawn
     for t, j, name, step, row in rows:
         row = np.asarray(row, dtype=float)
         row = row.reshape(len(row), -1)
         x = np.asarray(x_opt, float) if x_opt is not None and len(x_opt) == len(row) else np.arange(len(row))
         for c in range(row.shape[1]):
-            legend = short_name(view, name) + (f"[{c}]" if row.shape[1] > 1 else "")
+            legend = str(labels[c]) if len(labels) == row.shape[1] else \
+                short_name(view, name) + (f"[{c}]" if row.shape[1] > 1 else "")
             lines.append((t, name, c, legend, x, row[:, c]))
     names = list(dict.fromkeys(line[3] for line in lines))
     for t, name, c, legend, x, y in lines:

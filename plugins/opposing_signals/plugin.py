@@ -122,7 +122,8 @@ class OpposingSignalsPlugin(Plugin):
             View("curve", "Opposing pair: the latest steps", (PREFIX + "top_pair_recent",),
                  f"The top pair's mean losses over the last {RECENT} recorded steps before the analysis at the "
                  "cursor: side A (blue) and side B (orange) zig-zag in anti-phase, the rest (green) does not.",
-                 {"x": list(range(1 - RECENT, 1)), "x_label": "recorded steps before the analysis"}),
+                 {"x": list(range(1 - RECENT, 1)), "x_label": "recorded steps before the analysis",
+                  "labels": ["side A", "side B", "rest of the probe"], "y_label": "mean loss"}),
             View("table", "Unstable groups", (PREFIX + "table",),
                  "Groups of samples whose losses move together and whose gradients point the same way; "
                  "pairs oppose each other over a feature both share and the rest of the data lacks."),
