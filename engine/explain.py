@@ -176,6 +176,9 @@ def _learning_rate(run, step: int) -> list[Evidence]:
     at, value, _ = got
     earlier = lr[(steps >= at - HISTORY) & (steps < at)]
     ratio = value / earlier[0] if len(earlier) and earlier[0] > 0 else 1.0
+    if ratio == 0:
+        return [Evidence("core", f"Learning rate 0 at step {at:,}, down from {earlier[0]:.4g} over the {HISTORY} "
+                         "steps before.", at, value, "", 0.0, "", "lr")]
     if not (math.isfinite(ratio) and abs(ratio - 1) > 0.1):
         return [Evidence("core", f"Learning rate {value:.4g} at step {at:,}, unchanged over the steps before.", at,
                          value, "", 0.0, "", "lr")]

@@ -108,3 +108,21 @@ def test_an_analysis_that_fails_to_explain_hides_nothing_else(smooth_run, monkey
     assert [e.text for e in said] == ["The analysis could not explain this step: no reliability rows"]
     assert [e for e in result.evidence if e.plugin != "calibration"] == \
         [e for e in whole.evidence if e.plugin != "calibration"]
+
+
+def test_the_last_step_of_a_cosine_schedule_reads_as_its_numbers(tmp_path):
+    """At lr = 0 there is no edge-of-stability threshold; an unchanged value is not said to fall."""
+    path = tmp_path / "cosine.h5"
+    run_training(tiny_config(run={"steps": 150, "eval_every": 50}, optimizer={"schedule": "cosine"},
+                             plugins=ALL), path)
+    with open_run(path) as run:
+        result = explain(run, 150)
+    texts = {e.plugin + ":" + e.series: e.text for e in result.evidence}
+    assert texts["core:lr"].startswith("Learning rate 0 at step 150, down from ")
+    assert "no threshold: the learning rate was 0" in texts["sharpness:sharpness/lambda_max"]
+    for e in result.evidence:
+        assert "inf" not in e.text and "0.00×" not in e.text, e.text
+        for went, sign in (("rose", 1), ("fell", -1)):
+            if f" {went} " in e.text and "points" in e.text:
+                change = float(e.text.split("(")[-1].split(" points")[0]) if "(" in e.text else None
+                assert change is None or change * sign > 0, e.text

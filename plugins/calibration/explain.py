@@ -22,7 +22,11 @@ def evidence_at(run, step: int) -> list[Evidence]:
     change = value - 100 * float(ece[i - 1])
     weight = min(0.6, 0.3 * abs(change) / NOTABLE_POINTS) if abs(change) >= NOTABLE_POINTS else 0.0
     weight *= 1.0 if change > 0 else 0.5  # better calibration rarely answers "why here?"
+    before = int(steps[i - 1])
+    if abs(change) < 0.05:  # "fell 0.0 points" would contradict itself
+        return [Evidence("calibration", f"ECE {value:.1f}% at step {at:,}, unchanged since step {before:,} "
+                         f"({change:+.2f} points).", at, value, "%", 0.0, "", "calibration/ece")]
     went = "rose" if change > 0 else "fell"
     return [Evidence("calibration", f"ECE {value:.1f}% at step {at:,}: it {went} {abs(change):.1f} points since step "
-                     f"{int(steps[i - 1]):,}.", at, value, "%", weight,
+                     f"{before:,}.", at, value, "%", weight,
                      f"ECE {went} {abs(change):.1f} points (step {at:,})" if weight else "", "calibration/ece")]

@@ -8,6 +8,7 @@ from .plugin import PREFIX, changes_at
 
 SHOWN = 3
 NOTABLE = 0.10  # an error change of 10 points between evaluations stands out
+STILL = 0.005  # below half a point a slice's error did not move
 
 
 def evidence_at(run, step: int) -> list[Evidence]:
@@ -18,13 +19,17 @@ def evidence_at(run, step: int) -> list[Evidence]:
         return []
     _, row = run.row_at(PREFIX + "slices", at)
     names = {t["track"]: t["description"] for t in row["tracked"]}
+    moved = [c for c in changes if abs(c.change) >= STILL]
+    if not moved:
+        return [Evidence("error_slices", f"No tracked slice's error changed by {100 * STILL:.1f} points or more at the "
+                         f"evaluation of step {at:,}.", at, None, "", 0.0, "", PREFIX + "accuracy")]
     out = []
-    for c in changes[:SHOWN]:
+    for c in moved[:SHOWN]:
         went = "rose" if c.change > 0 else "fell"
         weight = min(0.7, abs(c.change)) * (1.0 if c.change > 0 else 0.5) if abs(c.change) >= NOTABLE else 0.0
         name = names.get(c.track, f"#{c.track}")
-        out.append(Evidence("error_slices", f"The error of slice “{name}” {went} from {c.before:.0%} to {c.after:.0%} "
-                            f"at the evaluation of step {at:,} ({100 * c.change:+.0f} points).", at, 100 * c.after, "%",
+        out.append(Evidence("error_slices", f"The error of slice “{name}” {went} from {c.before:.1%} to {c.after:.1%} "
+                            f"at the evaluation of step {at:,} ({100 * c.change:+.1f} points).", at, 100 * c.after, "%",
                             weight, f"slice “{name}” error {went} {abs(100 * c.change):.0f} points" if weight else "",
                             PREFIX + "accuracy"))
     return out
