@@ -2,8 +2,8 @@
 self-contained HTML page or a paginated PDF, with a JSON file of every number shown beside it.
 
 ``export_report`` is what the GUI's Export button and ``traindx report`` call. Plots are drawn by
-``gui.views.render_view_image`` from the views the run file declares: the same painters as the live
-plots, so a plugin needs no report-specific drawing code. Qt runs offscreen when there is no
+``gui.views.export.rendered_view`` from the views the run file declares: the same painters as the
+live plots, so a plugin needs no report-specific drawing code. Qt runs offscreen when there is no
 display, so the command works on a headless server. Qt widgets draw the plots, so call
 ``export_report`` from the GUI thread (or a process without a GUI).
 """
@@ -23,6 +23,9 @@ from .report_model import Report, gather, to_json
 
 FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf"}
 HTML_PLOT_SIZE = (720, 300)  # pixels at 96 dpi, about the shape of a PDF plot; small enough to embed
+DENSE_MARKS = 1000  # a plot with more symbols than this goes into the PDF as a picture: as vectors
+# each symbol costs some 130 bytes and a viewer's time to draw; a picture 0.2-0.6 MB, whatever the count
+PRINT_SCALE = 3  # a dense plot's picture has 3 pixels per 96-dpi layout pixel: 288 dpi on paper
 QUIET_QT_MESSAGES = ("This plugin does not support propagateSizeHints()",)
 
 
@@ -50,12 +53,12 @@ def export_report(run_path, out_path, *, smoothing: float = 0.6, json_path=None,
         draw = plot_drawer(run, report, report_progress)
         out.parent.mkdir(parents=True, exist_ok=True)
         if kind == "html":
-            text = page(report, blocks(report), lambda f: draw(f, "png", *HTML_PLOT_SIZE))
+            text = page(report, blocks(report), lambda f: draw(f, *HTML_PLOT_SIZE, screen_png))
             out.write_text(text, encoding="utf-8")
         else:
             from .report_pdf import write_pdf
             write_pdf(blocks(report), out, page_size, f"TrainDx report: {report.name}",
-                      lambda f, w, h: draw(f, "svg", w, h))
+                      lambda f, w, h: draw(f, w, h, print_picture))
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(to_json(report), indent=1, ensure_ascii=False), encoding="utf-8")
     report_progress(100.0, f"wrote {out}")
@@ -63,22 +66,69 @@ def export_report(run_path, out_path, *, smoothing: float = 0.6, json_path=None,
 
 
 def plot_drawer(run, report: Report, progress: Callable[[float, str], None]):
-    """``draw(figure, fmt, width, height) -> bytes`` over the run's series read once for all plots."""
+    """``draw(figure, width, height, picture) -> picture(frame, canvas)``: the figure's view drawn
+    offscreen at width × height by the GUI's painters, over the run's series read once for all plots."""
     from .rundata import RunData
-    from .views import ensure_app, render_view_image
+    from .views import ensure_app, export
 
     ensure_app()
-    names = {n for s in report.sections for p in s.plots for n in p.view["series"]}
+    views = [p.view for s in report.sections for p in s.plots]
+    names = {n for v in views for n in v["series"]} | {v["options"]["spikes"] for v in views
+                                                       if v.get("options", {}).get("spikes")}  # their markers
     data = RunData.from_reader(run, names=names)
     total = max(1, sum(len(s.plots) for s in report.sections))
     done = [0]
 
-    def draw(f: Figure, fmt: str, width: int, height: int) -> bytes:
-        image = render_view_image(f.plot.view, data, None, width, height, fmt, f.plot.smoothing)
+    def draw(f: Figure, width: int, height: int, picture):
+        with export.rendered_view(f.plot.view, data, None, width, height, f.plot.smoothing) as (frame, canvas):
+            image = picture(frame, canvas)
         done[0] += 1
         progress(5.0 + 90.0 * done[0] / total, f"drew {f.plot.view['title']}")
         return image
     return draw
+
+
+def screen_png(frame, canvas) -> bytes:
+    """The plot as the window shows it: a PNG at 96 dpi (the HTML page)."""
+    from .views.export import widget_image
+    return widget_image(frame, "png")
+
+
+def print_picture(frame, canvas):
+    """The plot for paper: SVG vectors, or a PNG at PRINT_SCALE × 96 dpi where it holds more than
+    DENSE_MARKS symbols. Symbols are drawn one by one as shapes (pyqtgraph's export mode): drawn
+    from its pixmap atlas, an SVG embeds the whole atlas for each point, every point showing all
+    the colours of the plot."""
+    from .report_pdf import Picture
+    from .views.export import export_mode, widget_image
+
+    if drawn_marks(canvas) > DENSE_MARKS:
+        with export_mode(frame):
+            return Picture("png", raster_png(frame, PRINT_SCALE))
+    return Picture("svg", widget_image(frame, "svg"))
+
+
+def drawn_marks(canvas) -> int:
+    """Symbols a plot draws: scatter points and line markers."""
+    import pyqtgraph as pg
+    from .views.export import graphics_items
+    return sum(len(item.data) for item in graphics_items(canvas)
+               if isinstance(item, pg.ScatterPlotItem) and item.isVisible())
+
+
+def raster_png(frame, scale: int) -> bytes:
+    """``frame`` drawn at ``scale`` pixels per layout pixel: the layout stays the 96-dpi one
+    (pyqtgraph's text and layout come out wrong when laid out at print resolution)."""
+    from PySide6 import QtCore, QtGui
+
+    image = QtGui.QImage(frame.size() * scale, QtGui.QImage.Format.Format_RGB32)
+    image.setDevicePixelRatio(scale)
+    image.fill(frame.palette().window().color())
+    frame.render(image)
+    buf = QtCore.QBuffer()
+    buf.open(QtCore.QIODevice.OpenModeFlag.WriteOnly)
+    image.save(buf, "PNG")
+    return bytes(buf.data())
 
 
 @contextlib.contextmanager

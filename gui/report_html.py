@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .report_model import CORE, Number, Plot, Report, Section, flatten, fmt_number, fmt_setting
+from engine.explain import STANDS_OUT
+
+from .report_model import CORE, Number, Plot, Report, Section, Spike, flatten, fmt_number, fmt_setting
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "report"
 STEP_KINDS = ("line", "band", "heatmap")
@@ -60,11 +62,13 @@ Block = Html | Table | Figure
 # Blocks
 # ---------------------------------------------------------------------------------------------
 def blocks(report: Report) -> list[Block]:
-    """The whole report in order: title, findings, configuration, core curves, analyses, events."""
+    """The whole report in order: title, findings, configuration, core curves, spikes, analyses,
+    events."""
     out: list[Block] = [Html(title_html(report))]
     out += findings_blocks(report)
     out += config_blocks(report)
     out += section_blocks(report.core, "curves", smoothing_sentence(report.smoothing))
+    out += spikes_blocks(report)
     for s in report.analyses:
         out += section_blocks(s, f"plugin-{s.plugin}", "Plots are drawn unsmoothed.")
     out += events_blocks(report)
@@ -187,6 +191,39 @@ def table_view_blocks(p: Plot) -> list[Block]:
         out.append(Html(f'<p class="note">{t["omitted"]} more rows are left out here; the run file has '
                         f'them all.</p>'))
     return out
+
+
+def spikes_blocks(r: Report) -> list[Block]:
+    """Each loss spike explained: its summary sentence and its evidence, as the Explain panel shows
+    them (items that stand out in bold), each item with its number and the step it was measured at."""
+    spikes = r.spikes
+    if not spikes.total:
+        return [heading(2, "spikes", "Spikes"), Html(f"<p>{esc(spikes.none)}</p>")]
+    many = "spike" if spikes.total == 1 else "spikes"
+    intro = (f"The training loss had {spikes.total} {many}. Each is explained by what every analysis of the run "
+             f"measured at or near its step, strongest first, as <code>traindx explain</code> and the window's "
+             f"Explain panel give it.")
+    if spikes.left_out:
+        steps = ", ".join(f"{s:,}" for s in spikes.left_out)
+        intro += (f" The {len(spikes.explained)} largest are shown, in step order; {len(spikes.left_out)} smaller "
+                  f"ones are left out here (steps {steps}).")
+    out: list[Block] = [heading(2, "spikes", "Spikes"), Html(f"<p>{intro}</p>")]
+    titles = {s.plugin: s.title for s in r.sections}
+    for spike in spikes.explained:
+        out += spike_blocks(spike, titles)
+    return out
+
+
+def spike_blocks(spike: Spike, titles: dict[str, str]) -> list[Block]:
+    head = ('<tr><th width="18%">analysis</th><th width="56%">what</th><th width="14%" class="num">value</th>'
+            '<th width="12%" class="num">measured at step</th></tr>')
+    rows = []
+    for e in spike.evidence:
+        text = f"<b>{esc(e.text)}</b>" if e.weight >= STANDS_OUT else esc(e.text)
+        rows.append(f'<tr><td>{esc(titles.get(e.plugin, e.plugin))}</td><td>{text}</td>'
+                    f'<td class="num">{esc(fmt_number(e.value, e.unit))}</td><td class="num">{e.step:,}</td></tr>')
+    return [heading(3, f"spike-{spike.step}", f"Step {spike.step:,} (×{spike.ratio:.1f})"),
+            Html(f"<p>{esc(spike.summary)}</p>", keep_with_next=True), Table(head, rows, "evidence")]
 
 
 def events_blocks(r: Report) -> list[Block]:

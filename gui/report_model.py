@@ -2,8 +2,9 @@
 and the JSON all show the same numbers (and a notebook can call ``gather`` too).
 
 The content follows Deepchecks' layout: findings first (every plugin's, most severe first), then
-configuration and environment, the core curves, one section per analysis, and the events log.
-Plots are kept as view declarations here; the writers draw them with the GUI's renderer.
+configuration and environment, the core curves, the loss spikes explained, one section per
+analysis, and the events log. Plots are kept as view declarations here; the writers draw them with
+the GUI's renderer.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from engine import __version__
-from engine.explain import spike_findings
-from engine.plugin import SEVERITIES, Finding, load_plugin_class
+from engine.explain import explain, run_spikes, spike_findings
+from engine.plugin import SEVERITIES, Evidence, Finding, load_plugin_class
 
 from .reduce import MAX_WEIGHT
 
@@ -23,6 +24,7 @@ SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_COLUMNS_AS_NUMBERS = 4  # a (k,) series with at most this many columns gets a key-number row per column
 MAX_EVENTS = 500  # a longer log shows its first and last events; the run file keeps them all
 MAX_TABLE_ROWS = 50  # rows of a table view shown in the report
+MAX_SPIKES = 10  # the largest loss spikes each get their explanation; the rest are listed by step
 
 
 @dataclass
@@ -64,6 +66,30 @@ class Section:
 
 
 @dataclass
+class Spike:
+    """One loss spike and its explanation, exactly as ``traindx explain RUN --step N`` gives it."""
+
+    step: int
+    ratio: float  # the loss over the running median of the steps before
+    summary: str
+    evidence: list[Evidence]
+
+
+@dataclass
+class Spikes:
+    """The run's loss spikes: the largest MAX_SPIKES explained, in step order, and the steps of
+    those left out; ``none`` says why there are none where there are none."""
+
+    explained: list[Spike]
+    left_out: list[int]
+    none: str = ""
+
+    @property
+    def total(self) -> int:
+        return len(self.explained) + len(self.left_out)
+
+
+@dataclass
 class Report:
     path: str
     name: str
@@ -76,6 +102,7 @@ class Report:
     config: dict
     environment: dict
     sections: list[Section]
+    spikes: Spikes
     events: list[dict]
     events_omitted: int = 0
     generator: str = field(default_factory=lambda: f"TrainDx {__version__}")
@@ -111,7 +138,8 @@ def gather(run, smoothing: float = 0.6) -> Report:
     return Report(path=str(run.path), name=run_name(run), status=status,
                   status_sentence=findings[0].message, last_step=last, total_steps=total,
                   smoothing=smoothing, findings=by_severity(findings), config=run.config,
-                  environment=run.meta, sections=sections, events=shown, events_omitted=omitted)
+                  environment=run.meta, sections=sections, spikes=gather_spikes(run), events=shown,
+                  events_omitted=omitted)
 
 
 def run_name(run) -> str:
@@ -168,6 +196,23 @@ def core_section(run, views: list[dict], smoothing: float) -> Section:
     names = [n for v in views for n in v["series"]] + ["wall_time"]
     return Section(CORE, "Training curves", "", spike_findings(run), key_numbers(run, names), "",
                    [Plot(v, smoothing) for v in views])
+
+
+def gather_spikes(run) -> Spikes:
+    """The largest MAX_SPIKES loss spikes, each with ``engine.explain.explain`` at its step (so the
+    report, the Explain panel and ``traindx explain`` say the same), in step order."""
+    spikes = run_spikes(run)
+    if not spikes:
+        said = spike_findings(run)  # the detection rule, in the words of the spike findings
+        return Spikes([], [], said[0].message if said else "The run recorded no training loss, so it has no "
+                      "loss spikes.")
+    largest = {s["step"] for s in sorted(spikes, key=lambda s: -s["ratio"])[:MAX_SPIKES]}
+    explained = []
+    for s in spikes:
+        if s["step"] in largest:
+            got = explain(run, s["step"])
+            explained.append(Spike(s["step"], s["ratio"], got.summary, got.evidence))
+    return Spikes(explained, [s["step"] for s in spikes if s["step"] not in largest])
 
 
 def plugin_section(run, name: str, title: str, views: list[dict]) -> Section:
@@ -324,6 +369,10 @@ def to_json(report: Report) -> dict:
                                  "smoothing": p.smoothing, **({"table": p.table} if p.table else {})}
                                 for p in s.plots]}
                      for s in report.sections],
+        "spikes": {"total": report.spikes.total, "none": report.spikes.none,
+                   "left_out_steps": report.spikes.left_out,
+                   "explained": [{"step": s.step, "ratio": s.ratio, "summary": s.summary,
+                                  "evidence": [asdict(e) for e in s.evidence]} for s in report.spikes.explained]},
         "events": report.events, "events_omitted": report.events_omitted,
     })
 

@@ -1,12 +1,14 @@
 """The report's blocks laid out on A4 or Letter pages with Qt's own PDF writer: no extra dependency.
 
 The painter works at 96 dpi (pyqtgraph's text and layout come out wrong at print resolutions);
-plots arrive as SVG drawn by the GUI's renderer and go into the PDF as vectors. Pagination is ours,
+plots arrive drawn by the GUI's renderer, as SVG that goes into the PDF as vectors or, for plots
+too dense for vectors, as a PNG of more pixels than the layout's. Pagination is ours,
 so a heading never ends a page, a figure is never split, and a long table breaks between rows with
 its header repeated.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +22,14 @@ GAP = 6  # pixels between blocks
 FOOTER = 18  # pixels kept free at the bottom of each page for the page number
 FIGURE_ASPECT = 0.38  # height / width of a plot on paper: three plots and their captions fit a page
 PAGE_SIZES = {"a4": QtGui.QPageSize.PageSizeId.A4, "letter": QtGui.QPageSize.PageSizeId.Letter}
+
+
+@dataclass
+class Picture:
+    """A drawn plot: ``fmt`` "svg" (vectors) or "png" (any resolution; it is scaled to its box)."""
+
+    fmt: str
+    data: bytes
 
 
 class Pages:
@@ -73,9 +83,14 @@ class Pages:
         self.painter.restore()
         self.y += doc.size().height() + GAP
 
-    def draw_svg(self, svg: bytes, height: float) -> None:
-        renderer = QtSvg.QSvgRenderer(QtCore.QByteArray(svg))
-        renderer.render(self.painter, QtCore.QRectF(0, self.y, self.width, height))
+    def draw_picture(self, picture: Picture, height: float) -> None:
+        box = QtCore.QRectF(0, self.y, self.width, height)
+        if picture.fmt == "svg":
+            QtSvg.QSvgRenderer(QtCore.QByteArray(picture.data)).render(self.painter, box)
+        elif picture.fmt == "png":
+            self.painter.drawImage(box, QtGui.QImage.fromData(picture.data, "PNG"))
+        else:
+            raise ValueError(f"picture format: got {picture.fmt!r}, expected 'svg' or 'png'")
         self.y += height
 
     def footer(self) -> None:
@@ -98,7 +113,7 @@ class Pages:
 # Blocks on pages
 # ---------------------------------------------------------------------------------------------
 def write_pdf(parts: list[Block], path: Path, page: str, title: str,
-              svg_for: Callable[[Figure, int, int], bytes]) -> int:
+              picture_for: Callable[[Figure, int, int], Picture]) -> int:
     """Lay ``parts`` out on pages and write the PDF; returns the number of pages."""
     pages = Pages(path, page, title)
     for i, block in enumerate(parts):
@@ -108,7 +123,7 @@ def write_pdf(parts: list[Block], path: Path, page: str, title: str,
         elif isinstance(block, Table):
             _draw_table(pages, block)
         else:
-            _draw_figure(pages, block, svg_for)
+            _draw_figure(pages, block, picture_for)
     return pages.finish()
 
 
@@ -185,8 +200,8 @@ def _caption(f: Figure) -> str:
     return f'<p class="caption">{f.caption}</p>'
 
 
-def _draw_figure(pages: Pages, f: Figure, svg_for: Callable[[Figure, int, int], bytes]) -> None:
+def _draw_figure(pages: Pages, f: Figure, picture_for: Callable[[Figure, int, int], Picture]) -> None:
     height = round(pages.width * FIGURE_ASPECT)
-    pages.draw_svg(svg_for(f, pages.width, height), height)
+    pages.draw_picture(picture_for(f, pages.width, height), height)
     pages.y += 2
     pages.draw_document(pages.document(_caption(f)))

@@ -21,7 +21,7 @@ from engine.store import RunWriter
 
 HOSTILE = "<script>alert(1)</script>"
 SECTION_ORDER = ["title", "findings", "configuration", "environment", "config", "curves", "curves-numbers",
-                 "curves-plots"]
+                 "curves-plots", "spikes"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,23 +177,23 @@ def test_findings_table_holds_every_plugins_findings_most_severe_first(finished,
 
 
 def test_plots_are_embedded_pngs_drawn_by_the_gui_renderer(finished, tmp_path, monkeypatch):
-    import gui.views
+    import gui.views.export
     calls = []
-    real = gui.views.render_view_image
+    real = gui.views.export.rendered_view
 
-    def recording(view, run, step=None, width=720, height=360, fmt="png", smoothing=0.0, **kw):
-        calls.append((view["title"], fmt, smoothing))
-        return real(view, run, step, width, height, fmt, smoothing, **kw)
+    def recording(view, run, step=None, width=720, height=360, smoothing=0.0, theme="light"):
+        calls.append((view["title"], smoothing))
+        return real(view, run, step, width, height, smoothing, theme)
 
-    monkeypatch.setattr(gui.views, "render_view_image", recording)
+    monkeypatch.setattr(gui.views.export, "rendered_view", recording)
     out = export(finished, tmp_path / "r.html", smoothing=0.6)
     page = page_of(out)
     images = [a["src"] for t, a in page.tags if t == "img"]
     with open_run(finished) as run:
         declared = [v["title"] for views in run.views().values() for v in views if v["kind"] != "table"]
-    assert sorted(t for t, _, _ in calls) == sorted(declared) and len(images) == len(declared)
+    assert sorted(t for t, _ in calls) == sorted(declared) and len(images) == len(declared)
     assert all(base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for src in images)
-    smoothing = {title: s for title, _, s in calls}
+    smoothing = dict(calls)
     assert smoothing["Loss"] == 0.6 and smoothing["Calibration error"] == 0.0
 
 
@@ -365,7 +365,7 @@ def test_pdf_pages_are_the_right_size_and_none_is_blank(finished, tmp_path, page
     assert len(pages) >= 4
     assert all(_ink_fraction(p) > 0.01 for p in pages)
     text = subprocess.run(["pdftotext", "-layout", str(out), "-"], capture_output=True, text=True, check=True).stdout
-    heads = ["Findings", "Configuration and environment", "Training curves", "Calibration",
+    heads = ["Findings", "Configuration and environment", "Training curves", "Spikes", "Calibration",
              "Sharpness and the edge of stability", "Events"]
     lines = [unicodedata.normalize("NFKC", line).strip() for line in text.splitlines()]  # "ﬁ" ligatures
     at = [lines.index(h) if h in lines else -1 for h in heads]  # headings stand on their own line
@@ -380,7 +380,7 @@ def test_pdf_splits_a_long_table_between_rows_with_its_header(tmp_path):
     rows = [f"<tr><td>row {i:03d}</td><td>value</td></tr>" for i in range(150)]
     parts = [Html("<h2>Heading</h2>", keep_with_next=True),
              Table('<tr><th width="50%">NAME</th><th width="50%">VALUE</th></tr>', rows)]
-    n = write_pdf(parts, tmp_path / "t.pdf", "a4", "t", svg_for=None)
+    n = write_pdf(parts, tmp_path / "t.pdf", "a4", "t", picture_for=None)
     text = subprocess.run(["pdftotext", str(tmp_path / "t.pdf"), "-"], capture_output=True, text=True,
                           check=True).stdout
     pages = text.split("\f")[:n]
@@ -444,3 +444,93 @@ def test_every_report_plot_has_readable_tick_labels_on_both_axes(finished, where
                     for text, rect in ticks:
                         drawn = canvas.mapFromScene(axis.mapRectToScene(rect)).boundingRect()
                         assert canvas.rect().contains(drawn), (view["title"], name, text)
+
+
+@pytest.fixture(scope="module")
+def qat(tmp_path_factory):
+    """Quantisation-aware training with the oscillation analysis: its heatmap has a row per layer."""
+    path = tmp_path_factory.mktemp("qat") / "qat.h5"
+    cfg = tiny_config(run={"steps": 30, "eval_every": 30},
+                      model={"name": "cnn", "channels": [4, 8], "hidden": 16, "quantize": {"bits": 4}},
+                      plugins={"oscillation": {"every": 5}})
+    assert run_training(cfg, path) == "finished"
+    return path
+
+
+def _left_labels(frame, canvas) -> list[str]:
+    from gui.views.axis import drawn_ticks
+    return [text for text, _ in drawn_ticks(canvas.plotItem.getAxis("left"))]
+
+
+@pytest.mark.parametrize("where", ["html", "pdf-a4"])
+def test_the_oscillation_heatmap_names_its_layers(qat, where):
+    """Drawn as the report draws it: one y label per layer, its name; the PDF's vector picture holds
+    them as text."""
+    import re
+
+    from gui.report import HTML_PLOT_SIZE, plot_drawer, print_picture
+    from gui.report_html import Figure
+    from gui.report_model import gather
+    size = HTML_PLOT_SIZE if where == "html" else _pdf_plot_size(210)
+    with open_run(qat) as run:
+        report = gather(run)
+        draw = plot_drawer(run, report, lambda percent, text: None)
+        plot = next(p for s in report.analyses for p in s.plots if p.view["kind"] == "heatmap")
+        layers = plot.view["options"]["y_labels"]
+        assert len(layers) >= 2 and sorted(draw(Figure(plot, ""), *size, _left_labels)) == sorted(layers)
+        if where.startswith("pdf"):
+            picture = draw(Figure(plot, ""), *size, print_picture)
+            assert picture.fmt == "svg"
+            assert set(layers) <= set(re.findall(r">\s*([^<>]*?)\s*</text>", picture.data.decode()))
+
+
+def _scatter_of(n: int):
+    from gui.rundata import RunData
+    data = RunData("planted")
+    data.extend("p/points", np.array([10]), np.random.default_rng(n).standard_normal((1, n, 3)))
+    return data, {"kind": "scatter", "title": "Embedding", "series": ["p/points"], "help": "", "options": {}}
+
+
+def test_a_dense_scatter_goes_to_the_pdf_as_a_print_resolution_picture():
+    from PySide6 import QtGui
+
+    from gui.report import DENSE_MARKS, PRINT_SCALE, print_picture
+    from gui.views.export import rendered_view
+    size = _pdf_plot_size(210)
+    data, view = _scatter_of(3 * DENSE_MARKS)
+    with rendered_view(view, data, None, *size) as (frame, canvas):
+        picture = print_picture(frame, canvas)
+        frame_size = (frame.width(), frame.height())
+        assert len(_left_labels(frame, canvas)) >= 2
+    image = QtGui.QImage.fromData(picture.data, "PNG")
+    assert picture.fmt == "png" and (image.width(), image.height()) == tuple(PRINT_SCALE * s for s in frame_size)
+
+
+def test_a_light_scatter_stays_vectors_with_each_point_drawn_as_a_shape():
+    """Drawn from pyqtgraph's pixmap atlas, an SVG embeds the whole atlas once per point (every
+    point showing every colour); in export mode each point is one shape."""
+    from gui.report import DENSE_MARKS, print_picture
+    from gui.views.export import rendered_view
+    n = DENSE_MARKS // 4
+    data, view = _scatter_of(n)
+    with rendered_view(view, data, None, *_pdf_plot_size(210)) as (frame, canvas):
+        picture = print_picture(frame, canvas)
+    svg = picture.data.decode()
+    assert picture.fmt == "svg"
+    assert svg.count("<image") <= 1 and svg.count("<path") >= n  # at most the plot's background is a picture
+
+
+def test_the_pdf_embeds_dense_plots_as_pictures_and_the_rest_as_vectors(tmp_path, monkeypatch):
+    _needs_poppler()
+    import gui.report
+    from gui.synthetic import write_synthetic_run
+    path = write_synthetic_run(tmp_path / "demo.h5", steps=300)  # its scatter view holds 50 points
+
+    def print_ppi(pdf) -> list[str]:
+        listing = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+        return [line.split()[12] for line in listing.splitlines()[2:] if line.split()[2] == "image"]
+
+    light = print_ppi(export(path, tmp_path / "light.pdf"))
+    monkeypatch.setattr(gui.report, "DENSE_MARKS", 49)
+    dense = print_ppi(export(path, tmp_path / "dense.pdf"))
+    assert "288" not in light and dense.count("288") == 1  # only the scatter, at 3 × 96 dpi

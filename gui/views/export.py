@@ -65,9 +65,33 @@ def widget_image(widget: QtWidgets.QWidget, fmt: str) -> bytes:
         gen.setOutputDevice(buf)
         gen.setSize(widget.size())
         gen.setViewBox(QtCore.QRect(QtCore.QPoint(0, 0), widget.size()))
-        QtWidgets.QWidget.render(widget, gen)  # QGraphicsView overrides render(); want the widget one
+        gen.setResolution(widget.logicalDpiX())  # else text is drawn at 72 dpi, smaller than laid out
+        with export_mode(widget):
+            QtWidgets.QWidget.render(widget, gen)  # QGraphicsView overrides render(); want the widget one
         return bytes(buf.data())
     raise ValueError(f"fmt: got {fmt!r}, expected 'png' or 'svg'")
+
+
+def graphics_items(widget: QtWidgets.QWidget) -> list:
+    """Everything the plots in ``widget`` (itself one, or holding some) draw; a table: nothing."""
+    views = [widget] if isinstance(widget, QtWidgets.QGraphicsView) else []
+    views += widget.findChildren(QtWidgets.QGraphicsView)
+    return [item for view in views if view.scene() is not None for item in view.scene().items()]
+
+
+@contextlib.contextmanager
+def export_mode(widget: QtWidgets.QWidget):
+    """Every item drawn as pyqtgraph's exporters draw it (symbols as shapes, curves antialiased)
+    while a picture is taken: drawn from its pixmap atlas, an SVG would embed the whole atlas for
+    each scatter point, every point showing all the colours of the plot."""
+    items = [i for i in graphics_items(widget) if hasattr(i, "setExportMode")]
+    for item in items:
+        item.setExportMode(True, {"antialias": True})
+    try:
+        yield
+    finally:
+        for item in items:
+            item.setExportMode(False)
 
 
 def settle_axes(canvas) -> None:
