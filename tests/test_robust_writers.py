@@ -17,7 +17,6 @@ from engine.trainer import Trainer
 from engine.worker import EngineProcess
 from robust_helpers import one_line, run_traindx, traindx, wait_for_rows, write_config
 from runfile_corpus import DAMAGE
-from test_gui_window import window  # noqa: F401  (the fixture: a real main window, offscreen)
 
 
 @pytest.fixture(scope="module")
