@@ -34,8 +34,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benches")]
 
 def cnn(steps: int, plugin: dict | None) -> dict:
     """The small CNN of benches/sharpness.py, with this plugin instead."""
-    from sharpness import cnn_config
-    cfg = cnn_config(steps, None)
+    from sharpness import run_config
+    cfg = run_config("cnn", steps, None)
     if plugin is not None:
         cfg["plugins"] = {"opposing_signals": plugin}
     return cfg

@@ -97,8 +97,9 @@ def tracker_share(rounds: int) -> None:
           f"{1e6 * statistics.median(updates):.1f} µs median → share {100 * statistics.median(shares):.2f} % "
           f"(range {100 * shares[0]:.2f}–{100 * shares[-1]:.2f} %)   target ≤ 3 %")
     print(f"2. bytes per tracked weight: tracker {tracker.bytes_per_weight():.0f} (all its state; the anchor "
-          "script kept 16–25); the plugin in all: QAT 8 (+ the previous gradient, for the cosine), "
-          "full precision 12 (+ the previous weights, for Δθ), freezing on +5 (integer EMA, frozen mask)")
+          "script kept 16–25); the plugin in all: QAT 12 (+ this step's and the previous gradient side by side, "
+          "for the cosine), full precision 16 (+ the previous weights, for Δθ), freezing on +5 (integer EMA, "
+          "frozen mask)")
 
 
 def hook_share(steps: int) -> None:

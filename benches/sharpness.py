@@ -237,7 +237,7 @@ def bench_training(models, steps, repeats):
                 for i, (name, plugin) in enumerate(variants.items()):
                     with plugin_clock() as spent:
                         c0 = time.process_time()
-                        run_training(run_config(model, steps, plugin), Path(tmp) / f"{i}.h5")
+                        run_training(run_config(model, steps, plugin), Path(tmp) / f"{i}.h5", overwrite=True)
                         total = time.process_time() - c0
                     cpu[name].append(total)
                     share[name].append(spent[0] / (total - spent[0]))

@@ -169,6 +169,52 @@ class QuantizedLayer:
         return self.quantizer.bounds(self.latent.detach())
 
 
+class IntegerWeights:
+    """Every layer's integer weights end to end in one int8 vector, bit for bit as
+    ``QuantizedLayer.integers`` gives them layer by layer, in few tensor operations. Consecutive LSQ
+    layers on one grid (same bits; step sizes along the weight's first axis) share their step sizes'
+    clamp and inverse, and the rounding, clamp and conversion of all their weights: one multiply a
+    layer is left. Other layers are read one by one. (Read layer by layer, at some ten small
+    operations a layer, the integers of a deep model cost the oscillation plugin more than all the
+    rest of its step.)"""
+
+    def __init__(self, layers: list[QuantizedLayer]):
+        self.runs: list[tuple[list[QuantizedLayer], bool]] = []  # consecutive layers, and whether read together
+        for q in layers:
+            key = _fused_grid(q)
+            if key is not None and self.runs and _fused_grid(self.runs[-1][0][0]) == key:
+                self.runs[-1][0].append(q)
+            else:
+                self.runs.append(([q], key is not None))
+
+    def __call__(self) -> torch.Tensor:
+        with torch.no_grad():
+            parts = [_read_together(run) if together else run[0].integers().reshape(-1) for run, together in self.runs]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _read_together(run: list[QuantizedLayer]) -> torch.Tensor:
+    """k = clamp(round(w · (1/s))) of LSQ layers on one grid, as ``WeightQuantizer.integers`` has it."""
+    inverse = torch.cat([q.quantizer.scale for q in run]).clamp_(min=MIN_STEP).reciprocal_()
+    x = torch.empty(sum(q.latent.numel() for q in run), dtype=run[0].latent.dtype, device=run[0].latent.device)
+    at = 0
+    for q, inv in zip(run, inverse.split([q.quantizer.channels for q in run])):
+        n = q.latent.numel()
+        rows = (q.quantizer.channels, n // q.quantizer.channels)
+        torch.mul(q.latent.reshape(rows), inv[:, None], out=x[at:at + n].view(rows))
+        at += n
+    return x.round_().clamp_(run[0].quantizer.qmin, run[0].quantizer.qmax).to(torch.int8)
+
+
+def _fused_grid(q: QuantizedLayer) -> tuple | None:
+    """What layers must share to be read together (None: read on its own): an LSQ quantiser whose
+    step sizes go along the first axis (or one for the tensor), its integer range, dtype and device."""
+    z = q.quantizer
+    if isinstance(z, WeightQuantizer) and z.kind == "lsq" and (z.axis == 0 or not z.per_channel):
+        return z.qmin, z.qmax, q.latent.dtype, q.latent.device
+    return None
+
+
 def quantized_layers(model: nn.Module) -> list[QuantizedLayer]:
     """Every fake-quantised Linear or Conv weight of ``model``, in registration order."""
     out = []

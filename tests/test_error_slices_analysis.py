@@ -13,7 +13,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from plugins.error_slices import attributes, mixture
-from plugins.error_slices.analysis import errors_by_value, find_slices, search
+from plugins.error_slices.analysis import errors_by_value, find_slices, search, smallest_slice
 from plugins.error_slices.stats import excess_deviance, fisher_greater, holm, wilson_interval
 from plugins.error_slices.synthetic import planted_evaluation
 from plugins.error_slices.tracking import SliceTracker, error_change, match
@@ -260,6 +260,32 @@ def test_search_reports_what_it_examined():
     d = planted_evaluation(3000, 0, planted=False)
     result = search(d["embeddings"], d["labels"], d["probs"], d["meta"])
     assert result.slices == [] and result.examined > 100 and result.coords.shape == (3000, 2)
+
+
+def test_metadata_encoded_once_gives_the_same_search_and_table():
+    """The plugin encodes the validation metadata once for all evaluations; the results are those
+    of encoding it at each, and metadata encoded for other rows or slice sizes is refused."""
+    d = planted_evaluation(3000, 1)
+    n = len(d["labels"])
+    pred = attributes.encode(d["meta"], n, smallest_slice(n))
+    a = search(d["embeddings"], d["labels"], d["probs"], d["meta"])
+    b = search(d["embeddings"], d["labels"], d["probs"], pred)
+    assert a.slices and [s.to_dict() for s in a.slices] == [s.to_dict() for s in b.slices]
+    assert a.examined == b.examined and np.array_equal(a.coords, b.coords)
+    with pytest.raises(ValueError, match="meta: encoded for 3000 rows and slices of 15, expected 3000 rows and "
+                                         "slices of 30"):
+        search(d["embeddings"], d["labels"], d["probs"], pred, min_size=30)
+    errors = d["probs"].argmax(axis=1) != d["labels"]
+    assert errors_by_value(attributes.encode(d["meta"], n, 1), errors) == errors_by_value(d["meta"], errors)
+    with pytest.raises(ValueError, match="every value kept"):
+        errors_by_value(pred, errors)
+
+
+def test_the_median_of_the_mixtures_start_is_numpys():
+    rng = np.random.default_rng(0)
+    for n in range(1, 30):
+        v = rng.normal(size=n) * 10.0 ** rng.uniform(-5, 5)
+        assert mixture._median(v) == np.median(v)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,6 +113,19 @@ def test_resume_continues_to_the_same_result_with_the_quantiser_and_the_tracker(
         assert np.array_equal(s1, s2) and np.array_equal(v1, v2, equal_nan=True), name
 
 
+def test_a_row_of_many_steps_averages_each_steps_gradient_cosine(tmp_path):
+    """Rows of 150 steps hold more steps' Gram matrices than wait at once (PENDING_GRAMS): their
+    mean cosine is the mean of the per-step cosines that rows of one step give."""
+    def cosines(every):
+        cfg = tiny_config(run={"steps": 300, "eval_every": 300}, model=QAT_MLP,
+                          plugins={"oscillation": {"every": every}})
+        return train(tmp_path / f"every{every}.h5", cfg).series("oscillation/grad_cosine")
+    steps, per_step = cosines(1)
+    rows_at, rows = cosines(150)
+    assert list(rows_at) == [150, 300] and np.isnan(per_step[0]).all() and np.isfinite(per_step[1:]).all()
+    np.testing.assert_allclose(rows, [per_step[1:150].mean(axis=0), per_step[150:].mean(axis=0)], rtol=1e-5)
+
+
 def write_planted_quadratic(tmp_path):
     """Every input is the same x0, so the MSE loss of a bias-free linear model is a quadratic with
     Hessian I ⊗ x0x0ᵀ: λ_max = ‖x0‖², and full-batch gradient descent multiplies the residual by

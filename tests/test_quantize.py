@@ -12,7 +12,7 @@ from engine import open_run, run_training
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.models import build_model
-from engine.quantize import quantize_model, quantized_layers
+from engine.quantize import IntegerWeights, WeightQuantizer, channel_axis, quantize_model, quantized_layers
 from plugins.oscillation.analysis import Freezer, OscillationTracker
 
 OPTIONS = {"bits": 4, "granularity": "channel", "scale": "lsq", "skip": []}
@@ -38,6 +38,33 @@ def test_integer_weights_reproduce_the_fake_quantised_weight_bit_for_bit(bits, s
     assert k.dtype == torch.int8 and k.shape == layer.latent.shape
     assert k.min() >= -2 ** (bits - 1) and k.max() <= 2 ** (bits - 1) - 1 and len(k.unique()) > 2
     assert torch.equal(layer.grid(k), module[0].weight.detach())  # what the forward pass uses
+
+
+def test_all_layers_integers_at_once_are_each_layers_bit_for_bit():
+    """LSQ layers on one grid are read together; a StatsQ layer, a transposed convolution (step
+    sizes along its second axis) and another bit width break the run and are read on their own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 3), nn.ConvTranspose2d(8, 3, 3), nn.Linear(5, 7),
+                          nn.Linear(7, 3), nn.Conv2d(3, 3, 1), nn.Linear(3, 3))
+    grids = [(4, True, "lsq"), (4, False, "lsq"), (4, True, "lsq"), (4, True, "stats"), (8, True, "lsq"),
+             (8, True, "lsq"), (4, True, "lsq")]
+    for m, (bits, per_channel, scale) in zip(model, grids):
+        torch.nn.utils.parametrize.register_parametrization(
+            m, "weight", WeightQuantizer(m.weight, bits, per_channel, scale, channel_axis(m)))
+    layers = quantized_layers(model)
+    read = IntegerWeights(layers)
+    assert [([q.name for q in run], together) for run, together in read.runs] == [
+        (["0", "1"], True), (["2"], False), (["3"], False), (["4", "5"], True), (["6"], True)]
+    for _ in range(20):
+        with torch.no_grad():  # moved weights and step sizes
+            for q in layers:
+                q.latent.add_(0.3 * torch.randn_like(q.latent))
+                if hasattr(q.quantizer, "scale"):
+                    q.quantizer.scale.mul_(torch.exp(torch.randn_like(q.quantizer.scale)))
+            layers[0].quantizer.scale[0] = 0.0  # held at the smallest step, as the forward pass holds it
+            layers[0].latent[0] = 3e-8 * torch.randn_like(layers[0].latent[0])
+        k = read()
+        assert k.dtype == torch.int8 and torch.equal(k, torch.cat([q.integers().reshape(-1) for q in layers]))
 
 
 def test_lsq_gradients_match_the_paper_written_with_autograd():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -171,14 +172,22 @@ def find_slices(embeddings, labels, probs, meta: dict | None = None, **settings)
     return search(embeddings, labels, probs, meta, **settings).slices
 
 
-def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, class_names=None,
+def smallest_slice(n: int, min_size: int = 10, min_support: float = 0.005) -> int:
+    """The fewest rows a slice of ``n`` rows may have: ``min_size``, or ``min_support`` of them."""
+    return max(int(min_size), math.ceil(min_support * n))
+
+
+def search(embeddings, labels, probs, meta: dict | attributes.Predicates | None = None, *, ids=None,
+           class_names=None,
            alpha: float = 0.01, min_support: float = 0.005, min_size: int = 10, max_predicates: int = 3,
            n_components: int = 24, n_pca: int = 16, confusion_weight: float = 1.0,
            max_slices: int = 10, n_representatives: int = 8, seed: int = 0) -> SliceSearch:
     """The significant error slices, best first, with what the search examined.
 
     ``embeddings`` (N, D), ``labels`` (N,) and ``probs`` (N, C) are one evaluation's penultimate
-    features, true classes and predicted probabilities; ``meta`` maps column names to (N,) columns.
+    features, true classes and predicted probabilities; ``meta`` maps column names to (N,) columns,
+    or is them encoded (``attributes.encode(meta, N, smallest_slice(N, min_size, min_support))``: a
+    caller searching the same rows at every evaluation encodes them once).
     ``embeddings=None`` searches the metadata alone.
     A slice needs ``min_support`` of the rows and at least ``min_size``. ``alpha`` bounds the chance
     of reporting any slice that is not one, over every candidate examined (1 %: at 5 %, 3 of 80
@@ -196,19 +205,26 @@ def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, cla
         raise ValueError(f"alpha: got {alpha!r}, expected a probability in (0, 1)")
     names = [str(c) for c in class_names] if class_names is not None else [str(c) for c in range(p.shape[1])]
     errors = p.argmax(axis=1) != y
-    min_count = max(int(min_size), math.ceil(min_support * n))
+    min_count = smallest_slice(n, min_size, min_support)
     z = mixture.principal_components(z_raw, min(n_pca, z_raw.shape[1], n - 1))[0] if z_raw.shape[1] else \
         z_raw.astype(np.float64)
-    pred = attributes.encode(meta or {}, n, min_count)
+    if isinstance(meta, attributes.Predicates):
+        if meta.codes.shape[1] != n or meta.min_count != min_count:
+            raise ValueError(f"meta: encoded for {meta.codes.shape[1]} rows and slices of {meta.min_count}, "
+                             f"expected {n} rows and slices of {min_count}")
+        pred = meta
+    else:
+        pred = attributes.encode(meta or {}, n, min_count)
 
-    tested = [_metadata_candidates(pred, errors, min_count, max_predicates),
-              _embedding_candidates(z, y, p, errors, min_count, n_components, confusion_weight, seed)]
+    paths = [_metadata_candidates(pred, errors, min_count, max_predicates)] if pred.names else []
+    paths.append(_embedding_candidates(z, y, p, errors, min_count, n_components, confusion_weight, seed))
+    tested = [t for t in paths if len(t.size)]  # a path without candidates has nothing to test
     m = sum(len(t.size) for t in tested)
     # Holm can reject only candidates that might reach p <= alpha; if there are r of them, no
     # rejection has a threshold above alpha / (m - r + 1), so p-values above it need not be exact
     reachable = sum(int(t.might_reach(alpha).sum()) for t in tested)
     p_values = [t.p_values(alpha / max(m - reachable + 1, 1), alpha / max(m, 1)) for t in tested]
-    significant, cutoff = holm(np.concatenate(p_values), m, alpha)
+    significant, cutoff = holm(np.concatenate([np.zeros(0), *p_values]), m, alpha)
     found, start = [], 0
     for t, pv in zip(tested, p_values):
         rows = np.flatnonzero(significant[start:start + len(pv)])
@@ -218,7 +234,8 @@ def search(embeddings, labels, probs, meta: dict | None = None, *, ids=None, cla
     slices = [_describe(c, z, y, p, errors, ids, names, pred, n_representatives) for c in kept]
     rank = [s.ci[0] - s.rest_error_rate for s in slices]
     best = [slices[i] for i in np.argsort(rank, kind="stable")[::-1][:max_slices]]
-    return SliceSearch(best, m, np.pad(z[:, :2], ((0, 0), (0, max(0, 2 - z.shape[1])))))
+    coords = z[:, :2].copy() if z.shape[1] >= 2 else np.pad(z, ((0, 0), (0, 2 - z.shape[1])))
+    return SliceSearch(best, m, coords)
 
 
 def _metadata_candidates(pred: attributes.Predicates, errors: np.ndarray, min_count: int,
@@ -233,19 +250,29 @@ def _metadata_candidates(pred: attributes.Predicates, errors: np.ndarray, min_co
 def _embedding_candidates(z: np.ndarray, y: np.ndarray, p: np.ndarray, errors: np.ndarray, min_count: int,
                           n_components: int, confusion_weight: float, seed: int) -> _Tested:
     """Regions of the error-aware mixture fitted on one half, tested on the other half."""
-    n = len(y)
-    order = np.random.default_rng(seed).permutation(n)
-    fit_rows, test_rows = np.sort(order[:n // 2]), np.sort(order[n // 2:])
+    fit_rows, test_rows = _halves(len(y), seed)
     masks = []
     if z.shape[1]:
-        if len(fit_rows) > MAX_FIT_ROWS:
-            fit_rows = np.sort(np.random.default_rng(seed + 1).choice(fit_rows, MAX_FIT_ROWS, replace=False))
         k = max(1, min(n_components, len(fit_rows) // max(min_count // 2, 1)))
         mix = mixture.fit_mixture(z[fit_rows], y[fit_rows], p[fit_rows], k, confusion_weight, max(min_count // 4, 1))
         masks = mixture.region_candidates(mix, z, y, errors, fit_rows, min_count)
     in_test = np.stack(masks)[:, test_rows] if masks else np.zeros((0, len(test_rows)), bool)
     return _Tested(in_test.sum(axis=1), (in_test & errors[test_rows]).sum(axis=1), len(test_rows),
                    int(errors[test_rows].sum()), "embedding", lambda i: masks[i])
+
+
+@lru_cache(maxsize=16)
+def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows the mixture is fitted on, rows its regions are tested on): a random half each, the
+    first at most ``MAX_FIT_ROWS``. Fixed by ``n`` and ``seed``, so drawn once for all of a run's
+    evaluations (read-only: they are shared)."""
+    order = np.random.default_rng(seed).permutation(n)
+    fit_rows, test_rows = np.sort(order[:n // 2]), np.sort(order[n // 2:])
+    if len(fit_rows) > MAX_FIT_ROWS:
+        fit_rows = np.sort(np.random.default_rng(seed + 1).choice(fit_rows, MAX_FIT_ROWS, replace=False))
+    for rows in (fit_rows, test_rows):
+        rows.setflags(write=False)
+    return fit_rows, test_rows
 
 
 def _explains(others: list[np.ndarray], a: np.ndarray, errors: np.ndarray, level: float) -> bool:
@@ -276,8 +303,8 @@ def _explains(others: list[np.ndarray], a: np.ndarray, errors: np.ndarray, level
 def _not_explained(candidates: list[_Candidate], errors: np.ndarray, level: float) -> list[_Candidate]:
     """The candidates that the others kept do not explain, taken strongest evidence first (shorter
     descriptions first among equals); a kept one that a later one explains (with the rest) goes."""
-    strength = excess_deviance([int(errors[c.mask].sum()) for c in candidates],
-                               [int(c.mask.sum()) for c in candidates], int(errors.sum()), len(errors))
+    masks = np.stack([c.mask for c in candidates]) if candidates else np.zeros((0, len(errors)), bool)
+    strength = excess_deviance((masks & errors).sum(axis=1), masks.sum(axis=1), int(errors.sum()), len(errors))
     order = sorted(range(len(candidates)), key=lambda i: (-strength[i], len(candidates[i].predicates)))
     kept: list[_Candidate] = []
     for i in order[:MAX_KEPT_CHECKED]:
@@ -350,11 +377,18 @@ def _representatives(z: np.ndarray, rows: np.ndarray, errors: np.ndarray, k: int
     return rows[order[:k]]
 
 
-def errors_by_value(meta: dict, errors) -> list[tuple[str, int, float]]:
+def errors_by_value(meta: dict | attributes.Predicates, errors) -> list[tuple[str, int, float]]:
     """(predicate, rows, error rate) of every value of every metadata column (numbers cut into
-    quantile bins as in the search), worst first: the metadata at a glance, slice or not."""
+    quantile bins as in the search), worst first: the metadata at a glance, slice or not. ``meta``
+    may be encoded already, with every value kept (``attributes.encode(meta, N, 1)``)."""
     errors = np.asarray(errors, bool)
-    pred = attributes.encode(meta, len(errors), 1)
+    if isinstance(meta, attributes.Predicates):
+        if meta.codes.shape[1] != len(errors) or meta.min_count != 1:
+            raise ValueError(f"meta: encoded for {meta.codes.shape[1]} rows keeping values of {meta.min_count} "
+                             f"rows or more, expected {len(errors)} rows and every value kept (1)")
+        pred = meta
+    else:
+        pred = attributes.encode(meta, len(errors), 1)
     out = []
     for a, labels in enumerate(pred.labels):
         size = np.bincount(pred.codes[a], minlength=len(labels))

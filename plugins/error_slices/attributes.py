@@ -22,11 +22,13 @@ DENSE_CELLS_PER_ROW = 4  # count cells with bincount while there are at most thi
 @dataclass(frozen=True)
 class Predicates:
     """Metadata as integer codes: ``codes[a, i]`` is row i's value of column a, -1 where that value
-    is too rare to be part of any slice; ``labels[a][code]`` says the predicate in words."""
+    is too rare to be part of any slice (held by fewer than ``min_count`` rows); ``labels[a][code]``
+    says the predicate in words."""
 
     names: tuple[str, ...]
     codes: np.ndarray  # (A, N) int32: one contiguous row per column
     labels: tuple[tuple[str, ...], ...]
+    min_count: int = 1
 
     @property
     def cardinalities(self) -> np.ndarray:
@@ -82,7 +84,9 @@ def _drop_rare(codes: np.ndarray, labels: list[str], min_count: int) -> tuple[np
 
 
 def encode(meta: dict[str, np.ndarray], n_rows: int, min_count: int) -> Predicates:
-    """Metadata columns (numbers, booleans or strings, one value per row) as predicate codes."""
+    """Metadata columns (numbers, booleans or strings, one value per row) as predicate codes. They
+    depend on the metadata alone, so a caller that searches the same rows again (an evaluation
+    after another) can encode them once."""
     names, codes, labels = [], [], []
     for name, col in meta.items():
         col = np.asarray(col)
@@ -92,7 +96,7 @@ def encode(meta: dict[str, np.ndarray], n_rows: int, min_count: int) -> Predicat
         if lab:
             names.append(str(name)), codes.append(c), labels.append(tuple(lab))
     stacked = np.stack(codes) if codes else np.zeros((0, n_rows), np.int32)
-    return Predicates(tuple(names), stacked, tuple(labels))
+    return Predicates(tuple(names), stacked, tuple(labels), min_count)
 
 
 @dataclass(frozen=True)

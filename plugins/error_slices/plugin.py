@@ -12,7 +12,7 @@ import torch
 
 from engine.plugin import EvalContext, Evidence, Finding, Plugin, RunContext, Series, Setting, View
 
-from . import analysis
+from . import analysis, attributes
 from .analysis import percent
 from .tracking import ErrorChange, SliceTracker, error_change
 
@@ -54,6 +54,7 @@ class ErrorSlicesPlugin(Plugin):
         self.tracker = SliceTracker(self.settings["lines"])
         self.image_shape: tuple[int, int] | None = None
         self.metadata_columns: list[str] = []
+        self.encoded: tuple[dict, attributes.Predicates, attributes.Predicates | None] | None = None
 
     # -- declarations -------------------------------------------------------------------------
     def series(self, run: RunContext) -> list[Series]:
@@ -119,12 +120,14 @@ class ErrorSlicesPlugin(Plugin):
         probs = torch.softmax(ctx.logits.double(), dim=1).cpu().numpy()
         labels = ctx.labels.cpu().numpy()
         errors = probs.argmax(axis=1) != labels
-        found = analysis.search(ctx.embeddings, labels, probs, ctx.metadata, ids=ctx.ids,
+        predicates, values = self._encode(ctx.metadata, len(labels))
+        found = analysis.search(ctx.embeddings, labels, probs, predicates, ids=ctx.ids,
                                 class_names=ctx.class_names, seed=self.seed,
                                 **{k: self.settings[k] for k in SEARCH_SETTINGS})
         numbers = self.tracker.update(ctx.step, [s.ids for s in found.slices], [s.description for s in found.slices])
         lines = [self._line(n) for n in numbers]
-        tracked = self.tracker.errors(ctx.ids, errors)
+        rows = self.tracker.rows(ctx.ids)
+        tracked = self.tracker.errors(ctx.ids, errors, rows)
         ctx.log("slices", {
             "slices": [{**s.to_dict(), "track": n, "line": line} for s, n, line in zip(found.slices, numbers, lines)],
             "tracked": [{"track": t.number, "description": t.description, "error_rate": _or_none(tracked[t.number][0]),
@@ -132,7 +135,7 @@ class ErrorSlicesPlugin(Plugin):
             "examined": found.examined, "error_rate": float(errors.mean())})
         ctx.log("table", {"columns": TABLE_COLUMNS,
                           "rows": [_table_row(i + 1, s, line) for i, (s, line) in enumerate(zip(found.slices, lines))]})
-        ctx.log("accuracy", self._accuracy(ctx.ids, errors))
+        ctx.log("accuracy", self._accuracy(rows, errors))
         top = found.slices[0] if found.slices else None
         ctx.log("n_slices", len(found.slices))
         ctx.log("worst_error", top.error_rate if top else math.nan)
@@ -141,17 +144,26 @@ class ErrorSlicesPlugin(Plugin):
         if self.metadata_columns:
             ctx.log("metadata", {"columns": ["value", "samples", "error", "lift"],
                                  "rows": [[v, n, percent(e), _times(e, errors.mean())]
-                                          for v, n, e in analysis.errors_by_value(ctx.metadata, errors)]})
+                                          for v, n, e in analysis.errors_by_value(values, errors)]})
         if self.images is not None:
             ctx.log("thumbnails", self._thumbnails(found.slices))
+
+    def _encode(self, metadata: dict, n: int) -> tuple[attributes.Predicates, attributes.Predicates | None]:
+        """The validation metadata encoded for the search and for the table of every value: once for
+        the run, as the engine gives the same columns at every evaluation."""
+        if self.encoded is None or self.encoded[0] is not metadata:
+            min_count = analysis.smallest_slice(n, self.settings["min_size"], self.settings["min_support"])
+            self.encoded = (metadata, attributes.encode(metadata, n, min_count),
+                            attributes.encode(metadata, n, 1) if metadata else None)
+        return self.encoded[1:]
 
     def _line(self, number: int) -> str | None:
         return string.ascii_uppercase[self.tracker.slots.index(number)] if number in self.tracker.slots else None
 
-    def _accuracy(self, ids: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    def _accuracy(self, rows: dict[int, np.ndarray], errors: np.ndarray) -> np.ndarray:
+        """Accuracy on each line's slice (its members' ``rows``) and on the rest."""
         out = np.full(len(self.tracker.slots) + 1, np.nan)
-        rows = self.tracker.rows(ids)
-        in_slot = np.zeros(len(ids), bool)
+        in_slot = np.zeros(len(errors), bool)
         for k, number in enumerate(self.tracker.slots):
             if number in rows and len(rows[number]):
                 in_slot[rows[number]] = True
@@ -232,7 +244,9 @@ def _scatter(found: analysis.SliceSearch, order: np.ndarray, n_points: int) -> n
         colour[s.rows] = len(found.slices) - rank
     members = np.concatenate([s.rows for s in found.slices] + [np.zeros(0, np.intp)])
     members = members[np.sort(np.unique(members, return_index=True)[1])][:n_points // 2]
-    rest = order[~np.isin(order, members)][:n_points - len(members)]
+    shown_already = np.zeros(len(colour), bool)
+    shown_already[members] = True
+    rest = order[~shown_already[order]][:n_points - len(members)]
     shown = np.concatenate([members, rest])
     shown = shown[np.argsort(colour[shown], kind="stable")]
     return np.column_stack([found.coords[shown], colour[shown]]).astype(np.float32)

@@ -100,10 +100,12 @@ class SliceTracker:
             out[t.number] = pos[ids[pos] == t.ids]
         return out
 
-    def errors(self, ids: np.ndarray, errors: np.ndarray) -> dict[int, tuple[float, int]]:
-        """(error rate, members present) of every track at an evaluation with these ids and errors."""
-        return {number: (float(errors[rows].mean()) if len(rows) else float("nan"), len(rows))
-                for number, rows in self.rows(ids).items()}
+    def errors(self, ids: np.ndarray, errors: np.ndarray,
+               rows: dict[int, np.ndarray] | None = None) -> dict[int, tuple[float, int]]:
+        """(error rate, members present) of every track at an evaluation with these ids and errors
+        (``rows``: ``self.rows(ids)``, if already at hand)."""
+        return {number: (float(errors[at].mean()) if len(at) else float("nan"), len(at))
+                for number, at in (self.rows(ids) if rows is None else rows).items()}
 
     # -- checkpoints: numbers, strings and lists only ---------------------------------------------
     def state_dict(self) -> dict:

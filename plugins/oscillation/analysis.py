@@ -28,7 +28,8 @@ class OscillationTracker:
     ``update(w_int)`` takes the current integer weights (1-D, integer dtype, in
     [−2^(bits−1), 2^(bits−1) − 1]) once per training step; the first call only records where they
     start; values are checked there and clamped into range after (checking would wait for the
-    device every step). ``update_changes(delta)`` is the same definition applied to the changes themselves,
+    device every step), unless the caller says they are in range (``in_range``: read off a grid of
+    at most ``bits`` bits). ``update_changes(delta)`` is the same definition applied to the changes themselves,
     e.g. ``delta = θ_t − θ_(t−1)`` of full-precision weights: a change is ``sign(delta)`` (0 for no
     change, so sign(0) never counts). Both return the oscillations of this update (bool).
 
@@ -111,7 +112,7 @@ class OscillationTracker:
         return self.word.element_size() * self.word.numel() / self.n
 
     # -- updates --------------------------------------------------------------------------------
-    def update(self, w_int) -> torch.Tensor:
+    def update(self, w_int, in_range: bool = False) -> torch.Tensor:
         """Advance by one update given the current integer weights; returns its oscillations (bool)."""
         x = self._as_integers(w_int)
         if self.steps == 0:
@@ -120,7 +121,7 @@ class OscillationTracker:
                                  f"got values from {int(x.min())} to {int(x.max())}")
             self.word.add_(x, alpha=4)  # the previous value is now x; no change, no direction yet
             return self._count(torch.zeros_like(self.word))
-        if not (x.dtype == torch.int8 and self.bits == 8):
+        if not (in_range or x.dtype == torch.int8 and self.bits == 8):
             x = x.clamp(self.low, self.high)  # checked at the first update; kept in range cheaply after
         u = self._field_step(x)
         self.word.sub_(u)
@@ -142,7 +143,7 @@ class OscillationTracker:
 
     def _count(self, u: torch.Tensor) -> torch.Tensor:
         """Count the oscillations (−U ≡ 2 mod 4) into the window and the EMA; returns them (bool)."""
-        oscillated = u.bitwise_and_(3).eq_(2)  # int32 0/1, in place
+        oscillated = u.bitwise_and_(3).eq(2)
         t = self.steps + 1
         if t > 1 and (t - 1) % self.window == 0:  # a new window starts with this update
             self.word.bitwise_and_(~self._count_mask)
@@ -153,7 +154,7 @@ class OscillationTracker:
             low = self.word.bitwise_and_((1 << self._ema_shift) - 1)
             low.add_(g.to(torch.int32).mul_(1 << self._ema_shift))
         self.steps = t
-        return oscillated.bool()
+        return oscillated
 
     def _as_integers(self, w_int) -> torch.Tensor:
         x = torch.as_tensor(w_int, device=self.word.device)
@@ -277,9 +278,13 @@ def segment_sums(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
 
 def segment_cosines(a: torch.Tensor, b: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """Cosine between ``a`` and ``b`` on each segment; NaN where either is zero there."""
-    grams = torch.stack([part @ part.T for part in torch.stack([a, b]).split(sizes, dim=1)])  # (L, 2, 2)
-    norms = grams[:, 0, 0].sqrt() * grams[:, 1, 1].sqrt()  # not sqrt(a²·b²): small gradients would underflow
-    return torch.where(norms > 0, grams[:, 0, 1] / norms, math.nan)
+    return gram_cosines(torch.stack([part @ part.T for part in torch.stack([a, b]).split(sizes, dim=1)]))
+
+
+def gram_cosines(grams: torch.Tensor) -> torch.Tensor:
+    """Cosines from Gram matrices (..., 2, 2) of pairs (a, b); NaN where either is zero."""
+    norms = grams[..., 0, 0].sqrt() * grams[..., 1, 1].sqrt()  # not sqrt(a²·b²): small gradients would underflow
+    return torch.where(norms > 0, grams[..., 0, 1] / norms, math.nan)
 
 
 def frequency_histogram(frequency: torch.Tensor, bins: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from engine.plugin import Evidence, Finding, Plugin, RunContext, Series, Setting, StepContext, View
-from engine.quantize import LAYER_TYPES, QuantizedLayer, quantized_layers
+from engine.quantize import LAYER_TYPES, IntegerWeights, QuantizedLayer, quantized_layers
 
 from . import analysis as A
 
@@ -29,6 +29,7 @@ UNIT_INTEGER = "oscillations / weight / step"
 UNIT_UPDATE = "reversals / weight / step"
 SEVERE_SHARE = 0.05  # a layer with this share of its weights oscillating earns a warning
 NOTABLE_SHARE = 0.01  # below this share no layer is named as oscillating
+PENDING_GRAMS = 64  # steps of gradient Gram matrices held before their cosines are summed (at rows, or when full)
 JUMP_ROWS, JUMP_RISE = 5, 0.1  # a flip-rate jump: the mean of 5 rows rises by 0.1 per step or more
 EDGE_BAND = 0.1  # λ_max within 10 % of the threshold is "at the edge of stability" (as sharpness says)
 COSINE_BAND = 0.2  # consecutive gradients with a mean cosine within ±0.2 are nearly unrelated
@@ -168,7 +169,16 @@ class OscillationPlugin(Plugin):
         bits = max(layer.quantized.bits for layer in self.layers) if self.integer else 1
         self.tracker = A.OscillationTracker(sum(self.sizes), s["momentum"], s["window"], bits, device)
         self.freezer = A.Freezer(self.tracker.n, s["momentum"], device) if self._freezing else None
-        self.previous_grad: torch.Tensor | None = None
+        self.integers = IntegerWeights([layer.quantized for layer in self.layers]) if self.integer else None
+        # this step's gradient (row 0) beside the previous one (row 1), so one product per layer gives
+        # both norms and their dot product; the Gram matrices of the steps since the last row wait in
+        # ``grams`` and become cosines there, in one go
+        self.grads = torch.zeros(2, self.tracker.n, device=device)
+        self.grad_parts = [(part, part.T) for part in self.grads.split(self.sizes, dim=1)]  # views, made once
+        self.has_previous = False
+        self.grams = torch.zeros(min(PENDING_GRAMS, self.every or self.default_every), len(self.layers), 2, 2,
+                                 device=device)
+        self.pending = 0
         self.previous_weights: torch.Tensor | None = None  # full precision: to see each update
         # oscillations per layer are read off the tracker's exact window counts at rows and window ends:
         # those of finished windows since the last row, and the count at the last read in this one
@@ -220,13 +230,27 @@ class OscillationPlugin(Plugin):
             self.note = None
 
     def _gradient_cosines(self) -> None:
-        grad = torch.cat([_flat_grad(layer.weight) for layer in self.layers])
-        if self.previous_grad is not None:
-            cos = A.segment_cosines(grad, self.previous_grad, self.sizes)
-            seen = torch.isfinite(cos)
-            self.cosines += torch.where(seen, cos, 0.0)
-            self.cosine_steps += seen
-        self.previous_grad = grad
+        """Each layer's Gram matrix of this step's gradient and the previous one (its cosine waits)."""
+        if self.has_previous:
+            self.grads[1].copy_(self.grads[0])
+        torch.cat([_flat_grad(layer.weight) for layer in self.layers], out=self.grads[0])
+        if self.has_previous:
+            if self.pending == len(self.grams):
+                self._sum_cosines()
+            for (part, part_t), gram in zip(self.grad_parts, self.grams[self.pending]):
+                torch.matmul(part, part_t, out=gram)
+            self.pending += 1
+        self.has_previous = True
+
+    def _sum_cosines(self) -> None:
+        """Add the waiting steps' cosines to the sums since the last row, step after step (the order
+        of the sums is the steps', wherever they were held)."""
+        cos = A.gram_cosines(self.grams[:self.pending])
+        seen = torch.isfinite(cos)
+        for term, counted in zip(torch.where(seen, cos, 0.0), seen):
+            self.cosines += term
+            self.cosine_steps += counted
+        self.pending = 0
 
     def _remedies(self, progress: float, ints: torch.Tensor) -> None:
         """Freezing decisions (held in ``on_update``) and the dampening gradient, on their schedules."""
@@ -259,8 +283,8 @@ class OscillationPlugin(Plugin):
         """One tracker update from the weights this step's forward pass used; returns the integer
         weights in a quantised run."""
         if self.integer:
-            ints = torch.cat([layer.quantized.integers().reshape(-1) for layer in self.layers])
-            self.tracker.update(ints)
+            ints = self.integers()
+            self.tracker.update(ints, in_range=True)  # on each layer's grid, within the widest
         else:
             ints = None
             weights = torch.cat([layer.weight.detach().reshape(-1) for layer in self.layers])
@@ -308,6 +332,7 @@ class OscillationPlugin(Plugin):
     def _write_rows(self, log, oscillations: torch.Tensor) -> None:
         """One row of each per-layer series; ``oscillations``: per layer, since the previous row."""
         th = self.settings["threshold"]
+        self._sum_cosines()
         oscillating = A.segment_sums(self.tracker.ema_frequency() > th, self.sizes) / self.size_tensor
         cosine = torch.where(self.cosine_steps > 0, self.cosines / self.cosine_steps.clamp(min=1), math.nan)
         rows = [oscillating, oscillations / (self.size_tensor * max(1, self.row_steps)), cosine]
@@ -322,12 +347,14 @@ class OscillationPlugin(Plugin):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        self._sum_cosines()
         state = {"tracker": self.tracker.state_dict(), "flips": self.flips, "counted": self.counted,
                  "cosines": self.cosines, "cosine_steps": self.cosine_steps, "row_steps": self.row_steps,
                  "histogram_written": self.histogram_written}
-        for key in ("previous_grad", "previous_weights"):
-            if getattr(self, key) is not None:
-                state[key] = getattr(self, key)
+        if self.has_previous:
+            state["previous_grad"] = self.grads[0].clone()
+        if self.previous_weights is not None:
+            state["previous_weights"] = self.previous_weights
         if self.freezer is not None:
             state["freezer"] = self.freezer.state_dict()
         return state
@@ -337,7 +364,10 @@ class OscillationPlugin(Plugin):
         for key in ("flips", "counted", "cosines", "cosine_steps"):
             getattr(self, key).copy_(state[key])
         self.row_steps, self.histogram_written = int(state["row_steps"]), bool(state["histogram_written"])
-        self.previous_grad = state.get("previous_grad")
+        self.has_previous = "previous_grad" in state
+        if self.has_previous:
+            self.grads[0].copy_(state["previous_grad"])
+        self.pending = 0
         self.previous_weights = state.get("previous_weights")
         if self.freezer is not None and "freezer" in state:
             self.freezer.load_state_dict(state["freezer"])
