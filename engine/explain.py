@@ -69,7 +69,7 @@ def explain(run, step: int | None = None, nearest_spike: bool = False) -> Explan
 def summary(step: int, spike: dict | None, evidence: list[Evidence], spikes: list[dict]) -> str:
     """One sentence: the step, then the clauses of the items that stand out most, strongest first."""
     if spike:
-        head = f"Loss spike at step {step:,} ({spike['ratio']:.2f}× the running median)"
+        head = f"Loss spike at step {step:,} ({spike['ratio']:.3g}× the running median)"
     else:
         head = f"Step {step:,}" + ("" if spikes else " (the run has no loss spikes)")
     clauses = [e.phrase for e in evidence if e.phrase and e.weight >= STANDS_OUT][:SUMMARY_ITEMS]
@@ -109,7 +109,7 @@ def spike_findings(run) -> list[Finding]:
                         f"robust standard deviations, and its loss {rule.min_ratio:g}×, above the median of the "
                         f"{rule.window} steps before it.", _last_step(run), 0.0, "spikes")]
     largest = sorted(spikes, key=lambda s: -s["ratio"])[:SPIKE_FINDINGS]
-    return [Finding("core", "warning", explain(run, s["step"]).summary, s["step"], round(s["ratio"], 2),
+    return [Finding("core", "warning", explain(run, s["step"]).summary, s["step"], float(f"{s['ratio']:.3g}"),
                     "× the running median") for s in sorted(largest, key=lambda s: s["step"])]
 
 

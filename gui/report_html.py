@@ -15,6 +15,7 @@ from typing import Callable
 
 from engine.explain import STANDS_OUT
 
+from .rundata import NONE_FOUND
 from .report_model import CORE, Number, Plot, Report, Section, Spike, flatten, fmt_number, fmt_setting
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "report"
@@ -180,6 +181,9 @@ def table_view_blocks(p: Plot) -> list[Block]:
     t = p.table
     if t is None or not t["columns"]:
         return [Html(f'<p class="caption">{caption(p)} No rows recorded.</p>')]
+    if not t["rows"]:  # as the window says it
+        return [Html(f'<p class="caption">{caption(p)} Latest row, step {t["step"]}: '
+                     f'{esc(NONE_FOUND)}.</p>')]
     out: list[Block] = [Html(f'<p class="caption">{caption(p)} Latest row, step {t["step"]}.</p>',
                              keep_with_next=True)]
     width = 100 // len(t["columns"])

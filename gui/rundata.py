@@ -13,6 +13,7 @@ import numpy as np
 from .reduce import Ema, Grow, value_at
 
 WALL = "wall_time"
+NONE_FOUND = "nothing recorded at this step (the analysis found none)"  # a row that holds nothing, as shown
 
 
 @dataclass

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_reads_as_stated
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.plugin import Finding, View
@@ -148,11 +149,13 @@ def test_findings_say_the_worst_slice_and_how_its_error_changed():
                                                       "error_rate": 0.9, "size": 40}], "examined": 300}]
     worst, change = ErrorSlicesPlugin.findings(FakeRun([100, 200], rows))
     assert isinstance(worst, Finding) and worst.severity == "problem" and worst.step == 200
-    assert worst.message.startswith("At step 200 the worst error slice is “site = 4 and device = 1”: 90 % error")
+    assert worst.message.startswith("At step 200 the worst error slice is “site = 4 and device = 1”: 90% error")
     assert worst.value == pytest.approx(90) and worst.unit == "%"
-    assert change.message == ("The error of slice “site = 4 and device = 1” rose from 40 % at step 100 to 90 % "
+    assert change.message == ("The error of slice “site = 4 and device = 1” rose from 40% at step 100 to 90% "
                               "at step 200 (+50 points), on the same validation samples.")
     assert change.value == pytest.approx(50) and change.unit == "points"
+    for finding in (worst, change):
+        assert_reads_as_stated(finding)
 
 
 def test_changes_at_the_evaluation_nearest_a_step():

@@ -11,6 +11,7 @@ from conftest import tiny_config
 from engine import open_run, run_training
 from engine.cli import main
 from engine.explain import explain, run_spikes, spike_findings
+from engine.plugin import Finding
 from gui.synthetic import write_synthetic_run
 
 ALL = {"sharpness": {"every": 25}, "calibration": {}, "oscillation": {}, "error_slices": {}}
@@ -65,7 +66,7 @@ def test_the_nearest_spike_and_files_written_before_spike_events(tmp_path, capsy
         assert explain(run, 150, nearest_spike=True).step == 201
         assert explain(run, 150).step == 150
         result = explain(run)
-        assert result.summary.startswith(f"Loss spike at step 201 ({spikes[0]['ratio']:.2f}× the running median)")
+        assert result.summary.startswith(f"Loss spike at step 201 ({spikes[0]['ratio']:.3g}× the running median)")
     assert main(["explain", str(path), "--step", "190", "--nearest-spike", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["step"] == 201 and printed["spikes"][0]["step"] == 201
@@ -126,3 +127,20 @@ def test_the_last_step_of_a_cosine_schedule_reads_as_its_numbers(tmp_path):
             if f" {went} " in e.text and "points" in e.text:
                 change = float(e.text.split("(")[-1].split(" points")[0]) if "(" in e.text else None
                 assert change is None or change * sign > 0, e.text
+
+
+def test_every_analysis_states_its_findings_number_as_the_value_column_shows_it(tmp_path):
+    """The default config's five analyses (shortened): each finding's sentence holds its number
+    exactly as the report's value column and the findings panel print it, unit included."""
+    import tomllib
+    from conftest import ROOT, assert_reads_as_stated
+    from gui.window.findings import compute_findings
+    cfg = tomllib.loads((ROOT / "assets/examples/digits-mlp.toml").read_text())
+    cfg["run"].update(steps=400, threads=1)
+    path = tmp_path / "five.h5"
+    assert run_training(cfg, path) == "finished"
+    found = compute_findings(type("State", (), {"is_interruption_requested": lambda self: False})(), str(path))
+    assert {f["plugin"] for f in found} >= {"core", "sharpness", "calibration", "oscillation", "opposing_signals",
+                                            "error_slices"}
+    for f in found:
+        assert_reads_as_stated(Finding(f["plugin"], f["severity"], f["message"], f["step"], f["value"], f["unit"]))

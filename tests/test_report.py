@@ -534,3 +534,14 @@ def test_the_pdf_embeds_dense_plots_as_pictures_and_the_rest_as_vectors(tmp_path
     monkeypatch.setattr(gui.report, "DENSE_MARKS", 49)
     dense = print_ppi(export(path, tmp_path / "dense.pdf"))
     assert "288" not in light and dense.count("288") == 1  # only the scatter, at 3 × 96 dpi
+
+
+def test_a_table_view_with_no_rows_says_so_as_the_window_does():
+    from gui.report_html import table_view_blocks
+    from gui.report_model import Plot
+    from gui.rundata import NONE_FOUND
+    view = {"kind": "table", "title": "Error slices", "series": ["error_slices/table"], "help": ""}
+    empty = Plot(view, 0.0, {"series": "error_slices/table", "step": 1500, "columns": ["#", "slice"], "rows": [],
+                             "omitted": 0})
+    (block,) = table_view_blocks(empty)
+    assert f"Latest row, step 1500: {NONE_FOUND}." in block.html

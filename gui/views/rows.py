@@ -8,6 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
+from ..rundata import NONE_FOUND
 from .canvas import PlotCanvas, TableCanvas
 from .legend import legend_label, line_style, short_name
 from .options import PlotOptions, Trace, x_transform, y_transform
@@ -30,9 +31,6 @@ def row_note(rows: list, cursor) -> str:
         return "no data yet"
     where = "latest, " if cursor is None else ""
     return f"{where}step {steps[-1]}" if len(steps) == 1 else f"{where}steps {steps[0]}–{steps[-1]}"
-
-
-NONE_FOUND = "nothing recorded at this step (the analysis found none)"
 
 
 def fill_color(traces: list[Trace], t: int, j: int) -> str:
@@ -157,7 +155,7 @@ def paint_table(canvas: TableCanvas, view: dict, traces: list[Trace], opts: Plot
     if rows and not body and columns:  # one row across the table says so
         canvas.setRowCount(1)
         canvas.setSpan(0, 0, 1, len(columns))
-        canvas.setItem(0, 0, QtWidgets.QTableWidgetItem(str(doc.get("empty") or NONE_FOUND)))
+        canvas.setItem(0, 0, QtWidgets.QTableWidgetItem(NONE_FOUND))
     for i, r in enumerate(body):
         for j, v in enumerate(r[:len(columns)]):
             item = canvas.item(i, j)

@@ -85,9 +85,15 @@ class Slice:
 
 
 def percent(x: float) -> str:
-    """0.923 -> "92 %"; small shares keep a decimal so they never read as 0 %."""
+    """0.923 -> "92%"; small shares keep a decimal so they never read as 0%."""
+    return f"{stated_percent(x):g}%"
+
+
+def stated_percent(x: float) -> float:
+    """The share in percent as ``percent`` prints it: a finding's value must be the number its
+    sentence states."""
     v = 100 * x
-    return f"{v:.1f} %" if 0 < v < 9.95 else f"{v:.0f} %"
+    return round(v, 1) if 0 < v < 9.95 else float(round(v))
 
 
 # ---------------------------------------------------------------------------------------------

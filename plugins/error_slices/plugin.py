@@ -13,7 +13,7 @@ import torch
 from engine.plugin import EvalContext, Evidence, Finding, Plugin, RunContext, Series, Setting, View
 
 from . import analysis, attributes
-from .analysis import percent
+from .analysis import percent, stated_percent
 from .tracking import ErrorChange, SliceTracker, error_change
 
 PREFIX = "error_slices/"
@@ -264,9 +264,9 @@ def _table_row(rank: int, s: analysis.Slice, line: str | None) -> list:
 def _worst_finding(step: int, row: dict) -> Finding:
     """The worst slice at the latest evaluation, in words; or that there is none."""
     if not row["slices"]:
-        return Finding("error_slices", "ok", f"No error slice is significant at step {step}: the model fails "
-                       f"no coherent subset of the validation split more than the rest ({row['examined']} "
-                       f"candidates examined, Holm-corrected).", step=step, value=0.0, unit="slices")
+        return Finding("error_slices", "ok", f"No error slice is significant at step {step} (0 slices among "
+                       f"{row['examined']} candidates, Holm-corrected): the model fails no coherent subset of the "
+                       "validation split more than the rest.", step=step, value=0, unit="slices")
     s = row["slices"][0]
     bad = s["error_rate"] >= 0.5 and s["lift"] >= LIFT_PROBLEM
     more = len(row["slices"]) - 1
@@ -275,7 +275,7 @@ def _worst_finding(step: int, row: dict) -> Finding:
                f"error on {s['size']} validation samples, against {percent(s['rest_error_rate'])} on the rest "
                f"and {percent(s['overall_error_rate'])} overall (p {_p_text(s['p_value'])}).{others}")
     return Finding("error_slices", "problem" if bad else "warning", message, step=step,
-                   value=100 * s["error_rate"], unit="%")
+                   value=stated_percent(s["error_rate"]), unit="%")
 
 
 def tracked_errors(row: dict) -> dict[int, float]:
@@ -307,7 +307,8 @@ def _change_finding(steps, rows) -> Finding | None:
     c = changes[0]
     name = next(t["description"] for t in rows[-1]["tracked"] if t["track"] == c.track)
     went = "rose" if c.change > 0 else "fell" if c.change < 0 else "stayed"
+    points = round(100 * c.change)
     message = (f"The error of slice “{name}” {went} from {percent(c.before)} at step {first[c.track][0]} "
-               f"to {percent(c.after)} at step {int(steps[-1])} ({100 * c.change:+.0f} points), on the same "
+               f"to {percent(c.after)} at step {int(steps[-1])} ({points:+d} points), on the same "
                "validation samples.")
-    return Finding("error_slices", "info", message, step=first[c.track][0], value=100 * c.change, unit="points")
+    return Finding("error_slices", "info", message, step=first[c.track][0], value=points, unit="points")

@@ -408,26 +408,27 @@ def pair_findings(steps: np.ndarray, rows: list[dict]) -> list[Finding]:
     first = next((int(s) for s, r in zip(steps, rows) if r["pairs"]), None)
     if first is None:
         return [Finding("opposing_signals", "ok", f"No paired groups with opposing signals in "
-                        f"{len(steps)} analyses up to step {last}.", last, float(len(steps)), "analyses")]
+                        f"{len(steps)} analyses up to step {last}.", last, len(steps), "analyses")]
     out = []
     if doc["pairs"]:
         for k, p in enumerate(doc["pairs"]):
             out.append(Finding("opposing_signals", "warning", (
                 f"Opposing signals at step {last}: {_sides(p)} share {p['feature']} "
                 f"({p['feature_share']:.0%} of each side beyond the rest of the data) and pull the network "
-                f"in opposite directions: mean gradients at cosine {p['grad_cos']:.2f}, loss changes "
-                f"correlated at {p['loss_corr']:.2f} (pair {k + 1})."), last, float(p["grad_cos"]), "cosine"))
+                f"in opposite directions: mean gradients at {round(p['grad_cos'], 2):g} cosine, loss changes "
+                f"correlated at {p['loss_corr']:.2f} (pair {k + 1})."), last, round(p["grad_cos"], 2), "cosine"))
     else:
         out.append(Finding("opposing_signals", "info", f"Opposing pairs were found from step {first} on, "
-                           f"but none at the latest analysis (step {last}).", last, 0.0, "pairs"))
-    out.append(Finding("opposing_signals", "info", f"The first opposing pair appeared at step {first}.",
-                       first, float(first), "step"))
+                           f"but none at the latest analysis (step {last}: 0 pairs).", last, 0, "pairs"))
+    out.append(Finding("opposing_signals", "info", f"The first opposing pair appeared after {first} steps (at the "
+                       f"analysis of step {first}).", first, first, "steps"))
     if doc["unpaired"]:
         big = doc["unpaired"][0]
         n = len(doc["unpaired"])
         out.append(Finding("opposing_signals", "info", (
             f"At step {last}, {n} unstable group{'s' if n > 1 else ''} had no opposing partner; the "
-            f"strongest: {big['size']} samples of {_main(big['classes'])}."), last, float(n), "groups"))
+            f"strongest: {big['size']} samples of {_main(big['classes'])}."), last, n,
+            "unstable groups" if n > 1 else "unstable group"))
     return out
 
 

@@ -27,6 +27,17 @@ PREFIX = "oscillation/"
 HIST_BINS = 20  # equal-width bins of the window frequency over (0, 1]
 UNIT_INTEGER = "oscillations / weight / step"
 UNIT_UPDATE = "reversals / weight / step"
+RATE_UNIT = "per weight per step"  # a finding's rate, in the words its sentence uses
+
+
+def share(x: float) -> float:
+    """A share as a finding states it, in percent with one decimal (the value column shows the same)."""
+    return round(100 * float(x), 1)
+
+
+def two(x: float) -> float:
+    """A rate or cosine as a finding states it: two decimals."""
+    return round(float(x), 2)
 SEVERE_SHARE = 0.05  # a layer with this share of its weights oscillating earns a warning
 NOTABLE_SHARE = 0.01  # below this share no layer is named as oscillating
 PENDING_GRAMS = 64  # steps of gradient Gram matrices held before their cosines are summed (at rows, or when full)
@@ -452,27 +463,27 @@ def oscillating_findings(steps, frac, layers: list[str], threshold: float) -> li
     rule = f"more often than {threshold:g} per step"
     if peak[order[0]] < NOTABLE_SHARE:
         i = order[0]
-        return [Finding("oscillation", "ok", f"Few integer weights oscillate: at most {peak[i]:.1%} of a layer's "
-                        f"({_label(layers, i)}) at any row oscillated {rule}.", int(steps[-1]),
-                        float(100 * peak[i]), "% of weights")]
+        return [Finding("oscillation", "ok", f"Few integer weights oscillate: at most {share(peak[i]):g}% of a "
+                        f"layer's ({_label(layers, i)}) at any row oscillated {rule}.", int(steps[-1]),
+                        share(peak[i]), "%")]
     out = []
     for rank, i in enumerate(i for i in order[:3] if peak[i] >= NOTABLE_SHARE):
         name = f"Layer {_label(layers, i)} " + ("oscillates most" if rank == 0 else "oscillates too")
         if late[i] >= NOTABLE_SHARE:  # still oscillating
             since = A.settled_since(steps, frac[:, i], late[i] / 2)
             out.append(Finding("oscillation", "warning" if late[i] >= SEVERE_SHARE else "info",
-                               f"{name}: {late[i]:.1%} of its integer weights oscillate {rule} over {span}, "
+                               f"{name}: {share(late[i]):g}% of its integer weights oscillate {rule} over {span}, "
                                f"and at least half that share since step {since}.", since,
-                               float(100 * late[i]), "% of weights"))
+                               share(late[i]), "%"))
         else:  # an episode that has settled
             rows = np.flatnonzero(frac[:, i] >= NOTABLE_SHARE)
             top = int(np.nanargmax(frac[:, i]))
             out.append(Finding("oscillation", "info",
-                               f"{name.replace('oscillates', 'oscillated')}: up to {peak[i]:.1%} of its integer "
+                               f"{name.replace('oscillates', 'oscillated')}: up to {share(peak[i]):g}% of its integer "
                                f"weights oscillated {rule} (step {int(steps[top])}), over {NOTABLE_SHARE:.0%} "
                                f"from step {int(steps[rows[0]])} to step {int(steps[rows[-1]])}; {late[i]:.1%} "
                                f"over {span}.",
-                               int(steps[rows[0]]), float(100 * peak[i]), "% of weights"))
+                               int(steps[rows[0]]), share(peak[i]), "%"))
     return out
 
 
@@ -490,12 +501,12 @@ def jump_findings(steps, flip, layers: list[str], sharpness) -> list[Finding]:
         late, span = _late(steps, flip)
         i = int(np.nanargmax(late)) if np.isfinite(late).any() else 0
         return [Finding("oscillation", "ok", f"No layer's update-reversal rate jumped by {JUMP_RISE:g} per weight per "
-                        f"step or more; the highest, layer {_label(layers, i)}, averages {late[i]:.2f} over {span}.",
-                        int(steps[-1]), float(late[i]), UNIT_UPDATE)]
+                        f"step or more; the highest, layer {_label(layers, i)}, averages {two(late[i]):g} {RATE_UNIT} over "
+                        f"{span}.", int(steps[-1]), two(late[i]), RATE_UNIT)]
     out = []
     for jump, i in sorted(found, key=lambda f: -f[0].rise)[:3]:
-        text = (f"The update-reversal rate of layer {_label(layers, i)} jumped from {jump.before:.2f} to "
-                f"{jump.after:.2f} per weight per step at step {jump.step}")
+        text = (f"The update-reversal rate of layer {_label(layers, i)} jumped from {two(jump.before):g} to "
+                f"{two(jump.after):g} {RATE_UNIT} at step {jump.step}")
         severity = "info"
         if sharpness is not None:
             s_steps, ratio = sharpness
@@ -504,7 +515,7 @@ def jump_findings(steps, flip, layers: list[str], sharpness) -> list[Finding]:
             severity = "warning" if at_edge else "info"
             text += (f"; λ_max was {'at' if at_edge else 'below'} the edge of stability then, "
                      f"{ratio[j]:.2f}× the threshold (step {int(s_steps[j])})")
-        out.append(Finding("oscillation", severity, text + ".", jump.step, float(jump.after), UNIT_UPDATE))
+        out.append(Finding("oscillation", severity, text + ".", jump.step, two(jump.after), RATE_UNIT))
     return out
 
 
@@ -516,7 +527,7 @@ def cosine_findings(steps, cosine, layers: list[str]) -> list[Finding]:
     if not np.isfinite(late).any():
         return []
     i = int(np.nanargmin(late))
-    where = f"mean cosine {late[i]:.2f} over {span}"
+    where = f"{two(late[i]):g} mean cosine over {span}"
     if late[i] <= -COSINE_BAND:
         severity, text = "warning", (f"Consecutive gradients of layer {_label(layers, i)} point against each other "
                                      f"({where}): the steps overshoot across a valley.")
@@ -526,7 +537,7 @@ def cosine_findings(steps, cosine, layers: list[str]) -> list[Finding]:
     else:
         severity, text = "ok", (f"Consecutive gradients agree in every layer: the lowest is layer "
                                 f"{_label(layers, i)}, {where}.")
-    return [Finding("oscillation", severity, text, int(steps[-1]), float(late[i]), "cosine")]
+    return [Finding("oscillation", severity, text, int(steps[-1]), two(late[i]), "mean cosine")]
 
 
 def window_finding(step: int, hist, window: int, integer: bool) -> Finding:
@@ -534,9 +545,9 @@ def window_finding(step: int, hist, window: int, integer: bool) -> Finding:
     hist = np.asarray(hist, float)
     span = window if step % window == 0 else step
     what = "integer weights" if integer else "weights' update directions"
-    return Finding("oscillation", "info", f"Over steps {step - span + 1}–{step}, {hist.sum():.1%} of the tracked "
-                   f"{what} oscillated at least once and {hist[1:].sum():.1%} more often than once every "
-                   f"{HIST_BINS} steps (exact counts).", step, float(100 * hist.sum()), "% of weights")
+    return Finding("oscillation", "info", f"Over steps {step - span + 1}–{step}, {share(hist.sum()):g}% of the "
+                   f"tracked {what} oscillated at least once and {share(hist[1:].sum()):g}% more often than once "
+                   f"every {HIST_BINS} steps (exact counts).", step, share(hist.sum()), "%")
 
 
 def frozen_findings(steps, frozen, layers: list[str]) -> list[Finding]:
@@ -546,7 +557,7 @@ def frozen_findings(steps, frozen, layers: list[str]) -> list[Finding]:
     i = int(np.argmax(last))
     if last[i] == 0:
         return [Finding("oscillation", "info", f"Freezing froze no weight by step {int(steps[-1])}.",
-                        int(steps[-1]), 0.0, "% of weights")]
-    return [Finding("oscillation", "info", f"Freezing holds {last[i]:.1%} of layer {_label(layers, i)}'s integer "
-                    f"weights at their grid points at step {int(steps[-1])} (the most of any layer).",
-                    int(steps[-1]), float(100 * last[i]), "% of weights")]
+                        int(steps[-1]), None, "")]
+    return [Finding("oscillation", "info", f"Freezing holds {share(last[i]):g}% of layer {_label(layers, i)}'s "
+                    f"integer weights at their grid points at step {int(steps[-1])} (the most of any layer).",
+                    int(steps[-1]), share(last[i]), "%")]
