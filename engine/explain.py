@@ -96,9 +96,10 @@ def run_spikes(run) -> list[dict]:
             for s in find_spikes(loss_steps, loss, rule)]
 
 
-def spike_findings(run) -> list[Finding]:
+def spike_findings(run, summaries: dict[int, str] | None = None) -> list[Finding]:
     """A finding for each of the largest loss spikes, saying what the run knows of it (the
-    explanation's summary), or one that says there were none."""
+    explanation's summary), or one that says there were none. ``summaries``: explanations already
+    made, by step (the report's Spikes section has them), so no spike is explained twice."""
     spikes = run_spikes(run)
     if not spikes:
         if "train/loss" not in run.names() or not run.length("train/loss"):
@@ -109,7 +110,9 @@ def spike_findings(run) -> list[Finding]:
                         f"robust standard deviations, and its loss {rule.min_ratio:g}×, above the median of the "
                         f"{rule.window} steps before it.", _last_step(run), 0.0, "spikes")]
     largest = sorted(spikes, key=lambda s: -s["ratio"])[:SPIKE_FINDINGS]
-    return [Finding("core", "warning", explain(run, s["step"]).summary, s["step"], float(f"{s['ratio']:.3g}"),
+    made = summaries or {}
+    return [Finding("core", "warning", made.get(s["step"]) or explain(run, s["step"]).summary, s["step"],
+                    float(f"{s['ratio']:.3g}"),
                     "× the running median") for s in sorted(largest, key=lambda s: s["step"])]
 
 

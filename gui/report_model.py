@@ -20,6 +20,7 @@ from engine.plugin import SEVERITIES, Evidence, Finding, load_plugin_class
 from .reduce import MAX_WEIGHT
 
 CORE = "core"
+CORE_TITLE = "Training curves"  # the engine's own section, in the report and the Explain panel
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_COLUMNS_AS_NUMBERS = 4  # a (k,) series with at most this many columns gets a key-number row per column
 MAX_EVENTS = 500  # a longer log shows its first and last events; the run file keeps them all
@@ -129,7 +130,8 @@ def gather(run, smoothing: float = 0.6) -> Report:
     total = run.meta.get("total_steps")
     titles = run.plugin_titles()
     views = run.views()
-    sections = [core_section(run, views.get(CORE, []), smoothing)]
+    spikes = gather_spikes(run)
+    sections = [core_section(run, views.get(CORE, []), smoothing, spikes)]
     sections += [plugin_section(run, name, titles.get(name, name), views[name])
                  for name in views if name != CORE]
     findings = [status_finding(status, last, total, events)]
@@ -138,7 +140,7 @@ def gather(run, smoothing: float = 0.6) -> Report:
     return Report(path=str(run.path), name=run_name(run), status=status,
                   status_sentence=findings[0].message, last_step=last, total_steps=total,
                   smoothing=smoothing, findings=by_severity(findings), config=run.config,
-                  environment=run.meta, sections=sections, spikes=gather_spikes(run), events=shown,
+                  environment=run.meta, sections=sections, spikes=spikes, events=shown,
                   events_omitted=omitted)
 
 
@@ -192,10 +194,11 @@ def status_finding(status: str, last: int, total: int | None, events: list[dict]
                    value=last, unit=steps)
 
 
-def core_section(run, views: list[dict], smoothing: float) -> Section:
+def core_section(run, views: list[dict], smoothing: float, spikes: Spikes) -> Section:
+    """The engine's curves; its spike findings reuse the Spikes section's explanations."""
     names = [n for v in views for n in v["series"]] + ["wall_time"]
-    return Section(CORE, "Training curves", "", spike_findings(run), key_numbers(run, names), "",
-                   [Plot(v, smoothing) for v in views])
+    findings = spike_findings(run, {s.step: s.summary for s in spikes.explained})
+    return Section(CORE, CORE_TITLE, "", findings, key_numbers(run, names), "", [Plot(v, smoothing) for v in views])
 
 
 def gather_spikes(run) -> Spikes:

@@ -226,7 +226,7 @@ def cursor_values(view: dict, traces: list[Trace], opts: PlotOptions, step: int 
                 text += f" (smoothed {shown(sv)})"
             parts.append(text)
         if step in spike_steps(view, tr.data):
-            _, ratio = value_at(tr.data.steps(view["options"]["spikes"]), tr.data.values(view["options"]["spikes"]),
-                                step)
+            spikes = view["options"]["spikes"]
+            _, ratio = value_at(tr.data.steps(spikes), tr.data.values(spikes), step)
             parts.append(f"{prefix}loss spike ×{ratio:.2f} (click its marker to explain)")
     return f"step {step}: " + ", ".join(parts) if parts else ""

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
+from ..report_model import CORE_TITLE
+
 HINT = ("Click a spike marker (▼) on the Loss plot, right-click a step in any plot, double-click a finding "
         "or an event, or press Ctrl+I to explain the cursor step.")
-CORE_TITLE = "Training curves"
 SPIKES = "train/loss_spike"  # a spike link shows the plot that marks the spikes
 
 
@@ -121,21 +122,21 @@ class ExplainPanel(QtWidgets.QWidget):
         self.go_to.emit(step, SPIKES)
         self.explain.emit(self.path, step)
 
-    def _spike_steps(self) -> list[int]:
-        return [s["step"] for s in self.result["spikes"]] if self.result else []
+    def _spikes_beside(self, direction: int) -> list[int]:
+        """The run's spike steps before (-1) or after (+1) the step on show; none when nothing is."""
+        if self.result is None:
+            return []
+        here = self.result["step"]
+        return [s["step"] for s in self.result["spikes"] if (s["step"] - here) * direction > 0]
 
     def _neighbour_spike(self, direction: int) -> None:
-        steps, here = self._spike_steps(), self.result["step"] if self.result else None
-        if here is None:
-            return
-        around = [s for s in steps if (s - here) * direction > 0]
+        around = self._spikes_beside(direction)
         if around:
-            self._explain_spike(min(around, key=lambda s: abs(s - here)))
+            self._explain_spike(min(around, key=lambda s: abs(s - self.result["step"])))
 
     def _update_buttons(self) -> None:
-        steps, here = self._spike_steps(), self.result["step"] if self.result else None
-        self.prev_button.setEnabled(here is not None and any(s < here for s in steps))
-        self.next_button.setEnabled(here is not None and any(s > here for s in steps))
+        self.prev_button.setEnabled(bool(self._spikes_beside(-1)))
+        self.next_button.setEnabled(bool(self._spikes_beside(+1)))
 
 
 def explanation_html(result: dict) -> str:

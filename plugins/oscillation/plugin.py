@@ -28,6 +28,12 @@ HIST_BINS = 20  # equal-width bins of the window frequency over (0, 1]
 UNIT_INTEGER = "oscillations / weight / step"
 UNIT_UPDATE = "reversals / weight / step"
 RATE_UNIT = "per weight per step"  # a finding's rate, in the words its sentence uses
+SEVERE_SHARE = 0.05  # a layer with this share of its weights oscillating earns a warning
+NOTABLE_SHARE = 0.01  # below this share no layer is named as oscillating
+PENDING_GRAMS = 64  # steps of gradient Gram matrices held before their cosines are summed (at rows, or when full)
+JUMP_ROWS, JUMP_RISE = 5, 0.1  # a flip-rate jump: the mean of 5 rows rises by 0.1 per step or more
+EDGE_BAND = 0.1  # λ_max within 10 % of the threshold is "at the edge of stability" (as sharpness says)
+COSINE_BAND = 0.2  # consecutive gradients with a mean cosine within ±0.2 are nearly unrelated
 
 
 def share(x: float) -> float:
@@ -38,12 +44,6 @@ def share(x: float) -> float:
 def two(x: float) -> float:
     """A rate or cosine as a finding states it: two decimals."""
     return round(float(x), 2)
-SEVERE_SHARE = 0.05  # a layer with this share of its weights oscillating earns a warning
-NOTABLE_SHARE = 0.01  # below this share no layer is named as oscillating
-PENDING_GRAMS = 64  # steps of gradient Gram matrices held before their cosines are summed (at rows, or when full)
-JUMP_ROWS, JUMP_RISE = 5, 0.1  # a flip-rate jump: the mean of 5 rows rises by 0.1 per step or more
-EDGE_BAND = 0.1  # λ_max within 10 % of the threshold is "at the edge of stability" (as sharpness says)
-COSINE_BAND = 0.2  # consecutive gradients with a mean cosine within ±0.2 are nearly unrelated
 
 
 @dataclass
