@@ -24,6 +24,7 @@ from .lock import writer_pid
 
 FORMAT = "traindx.run"
 FORMAT_VERSION = 1
+FINAL_STATUSES = ("finished", "stopped", "failed", "diverged")  # a writer that wrote one closed the file
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 METADATA_READ_ATTEMPTS = 20  # back-off of at most 2**20 ns in all: still outlasts a writer's flush
 EVENT_FIELDS = ("step", "time", "kind", "message")
@@ -100,7 +101,8 @@ def check_structure(f: h5py.File, path: Path) -> None:
     """Everything docs/run-file.md promises a reader, checked once at open."""
     try:
         _check_root(f, path)
-        _check_datasets(f, path, path.stat().st_size)
+        closed = f["live"][0]["status"].decode(errors="replace") in FINAL_STATUSES
+        _check_datasets(f, path, path.stat().st_size, closed)
     except RunFileError:
         raise
     except (OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:  # h5py, damaged
@@ -151,10 +153,12 @@ def _check_plugin(group, where: str, path: Path) -> None:
         raise RunFileError(path, f"{where}: settings is not a list")
 
 
-def _check_datasets(f: h5py.File, path: Path, size: int) -> None:
+def _check_datasets(f: h5py.File, path: Path, size: int, closed: bool) -> None:
     """Series are (step, value) pairs with a value for every step; no dataset claims more bytes than
     the file holds (a damaged extent would otherwise make a reader allocate without bound). Visited
-    through h5py's low-level API: a tenth of the time of its objects, on a file of many series."""
+    through h5py's low-level API: a tenth of the time of its objects, on a file of many series.
+    A file its writer never closed may hold more steps than values in a series: a writer killed
+    mid-flush, whose extents HDF5 wrote in its own order; readers keep the rows that have both."""
     datasets = {}
 
     def visit(name: bytes, info):
@@ -175,7 +179,7 @@ def _check_datasets(f: h5py.File, path: Path, size: int) -> None:
             raise RunFileError(path, f"series {series} has steps but no value dataset")
         if len(shape) != 1 or kind.get_class() != h5py.h5t.INTEGER or not value[0]:
             raise RunFileError(path, f"series {series}: step has shape {shape}, value {value[0]}")
-        if value[0][0] < shape[0]:
+        if closed and value[0][0] < shape[0]:
             raise RunFileError(path, f"series {series} has {shape[0]} steps but only {value[0][0]} values")
 
 

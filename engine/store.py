@@ -28,9 +28,8 @@ import numpy as np
 from . import __version__
 from .errors import DiskFullError, RunBusyError, RunFileError
 from .lock import WriterLock, writer_pid
-from .runfile_check import FORMAT, FORMAT_VERSION, json_attr, open_checked, open_swmr, text_attr
+from .runfile_check import FINAL_STATUSES, FORMAT, FORMAT_VERSION, json_attr, open_checked, open_swmr, text_attr
 
-FINAL_STATUSES = ("finished", "stopped", "failed", "diverged")
 LIVE_DTYPE = np.dtype([("status", "S16"), ("heartbeat", "<f8")])
 EVENT_DTYPE = np.dtype([("step", "<i8"), ("time", "<f8"), ("kind", "S32"),
                         ("message", h5py.string_dtype())])
@@ -332,7 +331,7 @@ class RunWriter:
     def _truncate_after(self, step: int) -> None:
         def visit(name, obj):
             if isinstance(obj, h5py.Group) and "step" in obj and "value" in obj:
-                keep = int(np.searchsorted(obj["step"][:], step, side="right"))
+                keep = min(int(np.searchsorted(obj["step"][:], step, side="right")), obj["value"].shape[0])
                 obj["step"].resize(keep, axis=0)
                 obj["value"].resize(keep, axis=0)
         self.f["series"].visititems(visit)
@@ -479,9 +478,11 @@ class RunReader:
 
     @_retried("series {0}")
     def length(self, name: str) -> int:
+        """Rows with both a step and a value (see ``series``)."""
         g = self._group(name)
         g["step"].refresh()
-        return g["step"].shape[0]
+        g["value"].refresh()
+        return min(g["step"].shape[0], g["value"].shape[0])
 
     @_retried("series {0}")
     def series(self, name: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -500,8 +501,7 @@ class RunReader:
     def row_at(self, name: str, step: int | None = None):
         """The row written at ``step`` (or the last one at or before it; the latest if None)."""
         g = self._group(name)
-        g["step"].refresh()
-        steps = g["step"][:]
+        steps = g["step"][:self.length(name)]
         if len(steps) == 0:
             return None, None
         i = len(steps) - 1 if step is None else max(0, int(np.searchsorted(steps, step, side="right")) - 1)

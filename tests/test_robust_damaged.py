@@ -57,6 +57,29 @@ def test_the_good_file_reads_whole(good):
     read_everything(good)  # the corpus's damage is the only reason its files fail
 
 
+def test_a_writer_killed_mid_flush_leaves_a_readable_run(good, tmp_path):
+    """A SIGKILLed writer may leave a series with more steps than values (HDF5 wrote one extent and
+    not the other): the file never closed is read with the rows that have both; the same in a
+    closed file is damage (the corpus's values_shorter_than_steps)."""
+    import h5py
+    import shutil
+    torn = tmp_path / "torn.h5"
+    shutil.copyfile(good, torn)
+    with h5py.File(torn, "r+") as f:
+        f["live"][0] = (b"running", 0.0)
+        f.attrs["writer_pid"] = -1  # no such process: the run reads as crashed
+        value = f["series/train/loss/value"]
+        value.resize(value.shape[0] - 2, axis=0)
+    with open_run(good) as run:
+        steps, losses = run.series("train/loss")
+    with open_run(torn) as run:
+        assert run.status == "crashed" and run.length("train/loss") == len(steps) - 2
+        got_steps, got_losses = run.series("train/loss")
+        assert list(got_steps) == list(steps[:-2]) and list(got_losses) == list(losses[:-2])
+        assert run.row_at("train/loss") == (int(steps[-3]), losses[-3])
+    read_everything(torn)
+
+
 COMMANDS = """
 import contextlib, io, json, sys, time
 from engine.cli import main
