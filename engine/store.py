@@ -109,13 +109,63 @@ def _reopen_for_append(path: Path) -> h5py.File:
     try:
         with open_swmr(path) as src, h5py.File(clean, "w", libver="latest") as dst:
             dst.attrs.update(src.attrs)
-            for name in src:
-                src.copy(src[name], dst, name=name)
+            _copy_whole_rows(src, dst)
     except BaseException:
         clean.unlink(missing_ok=True)
         raise
     os.replace(clean, path)
     return h5py.File(path, "r+", libver="latest")
+
+
+def _copy_whole_rows(src: h5py.File, dst: h5py.File) -> None:
+    """Copy a killed writer's file: every series and the events up to their last whole row that
+    reads (its last flush may have left rows whose strings never reached the disk, and HDF5's own
+    copy refuses the whole file for one of them), the rest as it is."""
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Group):
+            group = dst["series"].require_group(name)
+            group.attrs.update(obj.attrs)
+            if "step" in obj and "value" in obj:
+                values = readable_rows(obj["value"], min(obj["step"].shape[0], obj["value"].shape[0]))
+                _copy_rows(obj["step"], group, obj["step"][:len(values)])
+                _copy_rows(obj["value"], group, values)
+    for name, obj in src.items():
+        if name == "series":
+            dst.create_group(name).attrs.update(obj.attrs)
+            obj.visititems(visit)
+        elif name == "events":
+            _copy_rows(obj, dst, readable_rows(obj, obj.shape[0]))
+        else:
+            src.copy(obj, dst, name=name)
+
+
+def _copy_rows(src: h5py.Dataset, dst: h5py.Group, rows: np.ndarray) -> None:
+    """A dataset like ``src`` (type, chunks, growth, filters, attributes) in ``dst``, holding ``rows``."""
+    out = dst.create_dataset(src.name.rsplit("/", 1)[1], shape=(len(rows), *src.shape[1:]), maxshape=src.maxshape,
+                             dtype=src.dtype, chunks=src.chunks, compression=src.compression,
+                             compression_opts=src.compression_opts, shuffle=src.shuffle)
+    out.attrs.update(src.attrs)
+    if len(rows):
+        out[...] = rows
+
+
+def readable_rows(dset: h5py.Dataset, n: int) -> np.ndarray:
+    """``dset[:n]``, or where some of its last rows point at strings a killed writer never wrote
+    (HDF5 wrote a flush's rows and extent, not yet its strings), its longest prefix that reads."""
+    try:
+        return dset[:n]
+    except OSError:
+        if not dset.dtype.hasobject:
+            raise
+    good, bad = 0, n  # dset[:good] reads and dset[:bad] does not
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        try:
+            dset[:mid]
+            good = mid
+        except OSError:
+            bad = mid
+    return dset[:good]
 
 
 class RunWriter:
@@ -276,16 +326,25 @@ class RunWriter:
         """Write the buffered rows. Raises DiskFullError, writing nothing, where the disk would be
         left with less than ``margin`` bytes (the room to close the file)."""
         ensure_space(self.path, self._bytes_to_flush() + margin)
+        written = []
         for name, (steps, values) in self._buffers.items():
             if steps:
                 self._buffers[name] = ([], [])  # taken first: an interrupt never writes a row twice
                 g = self.f[f"series/{name}"]
-                n, m = g["step"].shape[0], len(steps)
                 value = g["value"]
-                value.resize(n + m, axis=0)
+                n = value.shape[0]
+                value.resize(n + len(values), axis=0)
                 value[n:] = np.asarray(values, dtype=value.dtype if value.dtype != _STR else object)
-                g["step"].resize(n + m, axis=0)  # step last: a reader never sees a step without its value
-                g["step"][n:] = steps
+                written.append((g["step"], steps))
+        if written:
+            # Values on disk before the steps that make them visible: HDF5 writes one flush's pieces
+            # in its own order, so a writer killed in it could leave a row (or a string it points
+            # at) unwritten under a step; a reader never sees a step without its whole value.
+            self.f.flush()
+        for step, steps in written:
+            n = step.shape[0]
+            step.resize(n + len(steps), axis=0)
+            step[n:] = steps
         if self._events:
             events, self._events = sorted(self._events, key=lambda e: e[0]), []  # a spike's step comes late
             ev = self.f["events"]
@@ -521,10 +580,16 @@ class RunReader:
     def events(self) -> list[dict]:
         ev = self.f["events"]
         ev.refresh()
+        try:
+            rows = ev[:]
+        except OSError:
+            if self.finished or self._writer_alive():
+                raise  # a live writer's next flush completes them (tried again); in a closed file, damage
+            rows = readable_rows(ev, ev.shape[0])  # all that a writer killed mid-flush left whole
         return [{"step": int(r["step"]), "time": float(r["time"]), "kind": r["kind"].decode(errors="replace"),
                  "message": r["message"].decode(errors="replace") if isinstance(r["message"], bytes)
                  else r["message"]}
-                for r in ev[:]]
+                for r in rows]
 
     def views(self) -> dict[str, list[dict]]:
         return dict(self._views)

@@ -119,6 +119,55 @@ def test_a_killed_run_stays_readable_and_says_it_crashed_then_continues(tmp_path
         assert [e["step"] for e in run.events() if e["kind"] == "resumed"] == [ckpt]
 
 
+KILLED_WRITER = """
+import json, os, sys
+from engine.store import RunWriter
+w = RunWriter(sys.argv[1], json.dumps({"config": {"run": {"name": "torn"}}}))
+w.declare_series("x")
+w.declare_series("j", dtype="json")
+w.start_swmr()
+for step in range(1, 6):
+    w.append("x", step, float(step))
+    w.append("j", step, json.dumps({"row": f"json-row-{step}"}))
+    w.event(step, "note", f"event-message-{step}")
+w.flush()
+os._exit(0)  # killed: the file stays marked as open for writing
+"""
+
+
+def _lose_string(path, text: str) -> None:
+    """Make the heap object holding exactly ``text`` unfindable, as when a writer is killed before the
+    string a row points at reaches the disk (HDF5: "bad heap index")."""
+    data = bytearray(path.read_bytes())
+    at = data.index(text.encode())  # an object's index is 16 bytes before its data
+    data[at - 16:at - 14] = (0xFFF0).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+def test_rows_whose_strings_a_killed_writer_never_wrote_are_dropped_and_the_run_resumes(tmp_path):
+    path = tmp_path / "torn.h5"
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], cwd=ROOT, check=True, timeout=60)
+    _lose_string(path, json.dumps({"row": "json-row-5"}))
+    _lose_string(path, "event-message-5")
+    with open_run(path) as run:  # the reader keeps the whole events
+        assert run.status == "crashed"
+        assert [e["message"] for e in run.events()] == [f"event-message-{k}" for k in range(1, 5)]
+    with h5py.File(path, "r", swmr=True) as f, pytest.raises(RuntimeError, match="heap"):
+        h5py.File(tmp_path / "copy.h5", "w").copy(f["series"], "series")  # what HDF5's own copy made of it
+    w = RunWriter(path, json.dumps({"config": {"run": {"name": "torn"}}}), resume_step=5)
+    w.declare_series("x")
+    w.declare_series("j", dtype="json")
+    w.start_swmr()
+    w.append("j", 6, json.dumps({"row": "json-row-6"}))
+    w.close("finished")
+    with open_run(path) as run:
+        steps, rows = run.series("j")
+        assert list(steps) == [1, 2, 3, 4, 6] and rows[-1] == {"row": "json-row-6"}
+        assert list(run.series("x")[0]) == [1, 2, 3, 4, 5]  # a series with nothing torn keeps every row
+        assert [e["step"] for e in run.events()] == [1, 2, 3, 4]
+        assert run.status == "finished"
+
+
 def test_not_a_run_file_is_a_clear_error(tmp_path):
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as f:
