@@ -64,10 +64,23 @@ class Mixture:
 
     def log_density(self, z: np.ndarray) -> np.ndarray:
         """log w_s + log N(z; μ_s, σ²_s) for every row and component, (N, K)."""
+        weights, offset = self._gaussian_terms()
+        return np.hstack([z, z * z]) @ weights.T + offset
+
+    def _gaussian_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W (K, 2d), b (K,)) with log w_s + log N(z; μ_s, σ²_s) = [z, z²] · W_s + b_s: the
+        quadratic expanded, so one product weighs every row against every component."""
         inv = 1.0 / self.variances
-        quad = (z * z) @ inv.T - 2 * z @ (self.means * inv).T + (self.means ** 2 * inv).sum(axis=1)
-        return np.log(self.weights) - 0.5 * (quad + np.log(self.variances).sum(axis=1)
-                                             + z.shape[1] * np.log(2 * np.pi))
+        offset = np.log(self.weights) - 0.5 * ((self.means ** 2 * inv).sum(axis=1) + np.log(self.variances).sum(axis=1)
+                                               + self.means.shape[1] * np.log(2 * np.pi))
+        return np.hstack([self.means * inv, -0.5 * inv]), offset
+
+    def joint_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W (K, 2d + 2C), b) with log P(i, s) = [z, z², onehot(y), p̂]_i · W_s + b_s (the
+        module's model): the E-step is one matrix product."""
+        gaussian, offset = self._gaussian_terms()
+        w = self.confusion_weight
+        return np.hstack([gaussian, w * np.log(self.label_probs), w * np.log(self.pred_probs)]), offset
 
     def region(self, z: np.ndarray) -> np.ndarray:
         """The component whose region each row's embedding falls in."""
@@ -142,6 +155,7 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_componen
     n_classes = probs.shape[1]
     onehot = np.zeros((n, n_classes))
     onehot[np.arange(n), labels] = 1.0
+    rows = np.hstack([z, z * z, onehot, probs])  # all the M-step sums and the E-step weighs, per row
     added = VARIANCE_ADDED * z.var(axis=0) + 1e-12
     resp = np.zeros((n, n_components))
     start = _start(z, labels, probs.argmax(axis=1), n_classes, n_components, 2 * min_rows)
@@ -149,9 +163,8 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_componen
     resp = resp[:, resp.sum(axis=0) > 0]
     previous = -np.inf
     for _ in range(max_iter):
-        mix = _m_step(z, onehot, probs, resp, added, confusion_weight)
-        joint = (mix.log_density(z) + confusion_weight * (onehot @ np.log(mix.label_probs).T
-                                                          + probs @ np.log(mix.pred_probs).T))
+        weights, offset = _m_step(rows, d, resp, added, confusion_weight).joint_terms()
+        joint = rows @ weights.T + offset
         top = joint.max(axis=1, keepdims=True)
         resp = np.exp(joint - top)
         norm = resp.sum(axis=1, keepdims=True)
@@ -167,26 +180,19 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_componen
         if score - previous < TOLERANCE * abs(score):
             break
         previous = score
-    return _m_step(z, onehot, probs, resp, added, confusion_weight)
+    return _m_step(rows, d, resp, added, confusion_weight)
 
 
-def _m_step(z, onehot, probs, resp, added, confusion_weight) -> Mixture:
+def _m_step(rows: np.ndarray, d: int, resp: np.ndarray, added: np.ndarray, confusion_weight: float) -> Mixture:
+    """The mixture that maximises the expected likelihood under ``resp``, from one product with
+    ``rows`` = [z, z², onehot(y), p̂]."""
     mass = resp.sum(axis=0)
-    means = (resp.T @ z) / mass[:, None]
-    variances = np.maximum((resp.T @ (z * z)) / mass[:, None] - means ** 2, 0) + added
-    c = onehot.shape[1]
-    label_probs = (resp.T @ onehot + SMOOTHING) / (mass[:, None] + c * SMOOTHING)
-    pred_probs = (resp.T @ probs + SMOOTHING) / (mass[:, None] + c * SMOOTHING)
-    return Mixture(mass / mass.sum(), means, variances, label_probs, pred_probs, confusion_weight)
-
-
-@dataclass(frozen=True)
-class RegionCandidates:
-    """Candidate slices from one fitted mixture: each a boolean mask over all rows."""
-
-    masks: list[np.ndarray]
-    component: list[int]
-    label: list[int | None]  # the class a candidate is restricted to, or None for a whole region
+    sums = resp.T @ rows
+    means = sums[:, :d] / mass[:, None]
+    variances = np.maximum(sums[:, d:2 * d] / mass[:, None] - means ** 2, 0) + added
+    c = (rows.shape[1] - 2 * d) // 2
+    smoothed = (sums[:, 2 * d:] + SMOOTHING) / (mass[:, None] + c * SMOOTHING)
+    return Mixture(mass / mass.sum(), means, variances, smoothed[:, :c], smoothed[:, c:], confusion_weight)
 
 
 def region_candidates(mix: Mixture, z: np.ndarray, labels: np.ndarray, errors: np.ndarray,

@@ -114,7 +114,7 @@ class ErrorSlicesPlugin(Plugin):
         self.images = _grey_images(run.val_inputs) if self.image_shape and run.val_inputs is not None else None
 
     def on_eval(self, ctx: EvalContext) -> None:
-        if not bool(torch.isfinite(ctx.logits).all()):
+        if not np.isfinite(ctx.logits.numpy()).all():  # CPU tensors: a view, checked at numpy's cost
             ctx.event("error_slices_skipped", f"step {ctx.step}: non-finite validation logits")
             return
         probs = torch.softmax(ctx.logits.double(), dim=1).cpu().numpy()
@@ -240,16 +240,20 @@ def _scatter(found: analysis.SliceSearch, order: np.ndarray, n_points: int) -> n
     """(x, y, colour) of ``n_points`` samples: slice members first (up to half the points, best
     slices first), the rest in the fixed random ``order``; members drawn last, so on top."""
     colour = np.zeros(len(found.coords))
-    for rank, s in reversed(list(enumerate(found.slices))):  # the best-ranked slice colours last
-        colour[s.rows] = len(found.slices) - rank
-    members = np.concatenate([s.rows for s in found.slices] + [np.zeros(0, np.intp)])
-    members = members[np.sort(np.unique(members, return_index=True)[1])][:n_points // 2]
-    shown_already = np.zeros(len(colour), bool)
-    shown_already[members] = True
-    rest = order[~shown_already[order]][:n_points - len(members)]
-    shown = np.concatenate([members, rest])
-    shown = shown[np.argsort(colour[shown], kind="stable")]
-    return np.column_stack([found.coords[shown], colour[shown]]).astype(np.float32)
+    shown = order[:n_points]
+    if found.slices:
+        for rank, s in reversed(list(enumerate(found.slices))):  # the best-ranked slice colours last
+            colour[s.rows] = len(found.slices) - rank
+        members = np.concatenate([s.rows for s in found.slices])
+        members = members[np.sort(np.unique(members, return_index=True)[1])][:n_points // 2]
+        shown_already = np.zeros(len(colour), bool)
+        shown_already[members] = True
+        rest = order[~shown_already[order]][:n_points - len(members)]
+        shown = np.concatenate([members, rest])
+        shown = shown[np.argsort(colour[shown], kind="stable")]
+    out = np.empty((len(shown), 3), np.float32)
+    out[:, :2], out[:, 2] = found.coords[shown], colour[shown]
+    return out
 
 
 def _p_text(p: float) -> str:

@@ -32,14 +32,14 @@ def fisher_greater(errors, size, total_errors: int, total: int, level: float | N
     todo = n > 0
     if level is not None:
         todo &= might_reach(e, n, total_errors, total, level)
-    if sure_below is not None:
-        bound = chernoff_bound(e, n, total_errors / total)
-        sure = todo & (bound <= sure_below)
-        p[sure] = bound[sure]
-        todo &= ~sure
-    exact = np.flatnonzero(todo)
-    if len(exact):
-        p[exact] = stats.hypergeom.sf(e[exact] - 1, total, total_errors, n[exact])
+    todo = np.flatnonzero(todo)
+    if sure_below is not None and len(todo):
+        bound = chernoff_bound(e[todo], n[todo], total_errors / total)
+        sure = bound <= sure_below
+        p[todo[sure]] = bound[sure]
+        todo = todo[~sure]
+    if len(todo):
+        p[todo] = stats.hypergeom.sf(e[todo] - 1, total, total_errors, n[todo])
     return p
 
 
@@ -104,12 +104,12 @@ def excess_deviance(errors, size, total_errors, total) -> np.ndarray:
     e_rest, n_rest = total_errors - e, total - n
 
     def loglik(k, m):
+        """k log(k/m) + (m - k) log(1 - k/m), 0 log 0 being 0 (and 0 for m = 0)."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            p = np.where(m > 0, k / np.maximum(m, 1), 0.0)
-            return np.where(k > 0, k * np.log(np.where(k > 0, p, 1)), 0.0) + \
-                np.where(m - k > 0, (m - k) * np.log(np.where(m - k > 0, 1 - p, 1)), 0.0)
+            p = k / np.maximum(m, 1)
+            return special.xlogy(k, p) + special.xlogy(m - k, 1 - p)
 
-    g = 2 * (loglik(e, n) + loglik(e_rest, n_rest) - loglik(np.full_like(e, total_errors), np.full_like(n, total)))
+    g = 2 * (loglik(e, n) + loglik(e_rest, n_rest) - loglik(float(total_errors), float(total)))
     with np.errstate(divide="ignore", invalid="ignore"):
         worse = e / np.maximum(n, 1) > e_rest / np.maximum(n_rest, 1)
     return np.where(worse, g, -g)
