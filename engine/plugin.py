@@ -174,6 +174,10 @@ class Plugin:
     def on_end(self, ctx: "EndContext") -> None:
         """Called once when training ends (finished or stopped), after the last step's hooks."""
 
+    def close(self) -> None:
+        """Called once when the run is over, however it ended (finished, stopped, diverged, failed),
+        before the run file closes: what is still to log is logged, what ``setup`` started ends."""
+
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """What the plugin carries from step to step, saved with each checkpoint so that a resumed
@@ -412,8 +416,16 @@ class PluginHost:
         for p in list(self.plugins):
             self._guard(p, 0, lambda: p.setup(run), setup=True)
 
-    def state_dicts(self) -> dict[str, dict[str, Any]]:
-        return {p.name: p.state_dict() for p in self.plugins}
+    def state_dicts(self, step: int) -> dict[str, dict[str, Any]]:
+        """Every plugin's state for a checkpoint at ``step``; a plugin failing to give it is disabled."""
+        states: dict[str, dict[str, Any]] = {}
+        for p in list(self.plugins):
+            self._guard(p, step, lambda: states.__setitem__(p.name, p.state_dict()))
+        return states
+
+    def close(self, step: int) -> None:
+        for p in list(self.plugins):
+            self._guard(p, step, p.close)
 
     def load_state_dicts(self, states: dict[str, dict[str, Any]], step: int) -> None:
         for p in list(self.plugins):

@@ -80,6 +80,7 @@ class RunSession:
                  main: bool = True, overwrite: bool = False):
         self.ctx, self.val = ctx, val
         self.spikes: SpikeDetector | None = None
+        self.last_step = resume_step or 0  # the latest step logged: where a closing plugin's event goes
         if not main:
             self.writer = NullWriter()
             self.host = PluginHost([], self.writer)
@@ -149,6 +150,7 @@ class RunSession:
     def log_step(self, step: int, loss: float, lr: float, wall_time: float,
                  accuracy: float | None = None, grad_norm: float | None = None) -> None:
         w = self.writer
+        self.last_step = step
         w.append("train/loss", step, loss)
         if self.spikes is not None:
             self._recent[0].append(step)
@@ -214,6 +216,8 @@ class RunSession:
             self.flush()
 
     def close(self, status: str) -> None:
+        """The plugins' ``close`` (what they still have to log), then the run file, with ``status``."""
+        self.host.close(self.last_step)
         self._find_spikes(last=True)
         self.writer.close(status)
 
@@ -233,8 +237,8 @@ class RunSession:
                               f"{s.ratio:.2f}× the median {s.median:.4g} of the {self.spikes.rule.window} "
                               "steps before")
 
-    def plugin_states(self) -> dict[str, dict[str, Any]]:
-        return self.host.state_dicts()
+    def plugin_states(self, step: int) -> dict[str, dict[str, Any]]:
+        return self.host.state_dicts(step)
 
 
 def environment(device: torch.device, threads: int, source: str, train_size: int, val_size: int,

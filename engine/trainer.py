@@ -328,7 +328,7 @@ class Trainer:
         self.session.flush()  # rows up to the checkpoint are on disk first: a resume leaves no gap
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "torch_rng": torch.get_rng_state(), "config": self.cfg.to_json(),
-                 "plugins": self.session.plugin_states(), "run_id": self.session.writer.run_id}
+                 "plugins": self.session.plugin_states(step), "run_id": self.session.writer.run_id}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         path = save_checkpoint(self.out, step, state, self.cfg.sections["run"]["keep_checkpoints"])

@@ -14,7 +14,7 @@ from sklearn.mixture import GaussianMixture
 
 from plugins.error_slices import attributes, mixture
 from plugins.error_slices.analysis import errors_by_value, find_slices, search, smallest_slice
-from plugins.error_slices.stats import excess_deviance, fisher_greater, holm, wilson_interval
+from plugins.error_slices.stats import excess_deviance, fisher_greater, holm, hypergeom_upper_tail, wilson_interval
 from plugins.error_slices.synthetic import planted_evaluation
 from plugins.error_slices.tracking import SliceTracker, error_change, match
 
@@ -51,6 +51,19 @@ def test_fisher_matches_scipy_fisher_exact():
         table = [[errors, size - errors], [total_errors - errors, total - size - (total_errors - errors)]]
         expected = stats.fisher_exact(table, alternative="greater").pvalue
         assert fisher_greater([errors], [size], total_errors, total)[0] == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_the_hypergeometric_tail_matches_scipy_at_every_scale_and_in_blocks():
+    rng = np.random.default_rng(2)
+    for total in (12, 400, 3000, 100_000):
+        for _ in range(40):
+            total_errors = int(rng.integers(0, total + 1))
+            size = rng.integers(0, total + 1, size=60)
+            errors = rng.integers(-2, np.minimum(size, total_errors) + 3)  # outside the support too
+            expected = stats.hypergeom.sf(errors - 1, total, total_errors, size)
+            for max_terms in (2 ** 21, 50):  # one block, and many
+                got = hypergeom_upper_tail(errors, size, total_errors, total, max_terms=max_terms)
+                assert got == pytest.approx(expected, rel=1e-9, abs=1e-290)
 
 
 def test_screening_changes_no_decision_at_its_level():

@@ -84,6 +84,8 @@ def test_on_eval_logs_the_slices_with_the_engines_ids():
     logged = {}
     ctx, d = planted_context(plugin, logged)
     plugin.on_eval(ctx)
+    assert logged == {}  # the search runs in the worker: the evaluation's hook does not wait for it
+    plugin.close()  # ... and what it found is logged, at the evaluation's step, once it is done
     row = json.loads(json.dumps(logged["slices"][0]))  # plain JSON, as the run file stores it
     assert len(row["slices"]) == 3 and row["examined"] > 100
     for s in row["slices"]:
@@ -118,6 +120,7 @@ def test_slices_keep_their_numbers_at_the_next_evaluation_and_after_a_checkpoint
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     again = {}
     resumed.on_eval(planted_context(resumed, again, step=200)[0])
+    resumed.close()
     first = {s["description"]: (s["track"], s["line"]) for s in logged["slices"][0]["slices"]}
     second = {s["description"]: (s["track"], s["line"]) for s in again["slices"][0]["slices"]}
     assert first == second
@@ -131,7 +134,18 @@ def test_non_finite_logits_are_skipped_with_an_event():
     ctx, _ = planted_context(plugin, logged)
     ctx.logits[0, 0] = float("nan")
     plugin.on_eval(ctx)
+    plugin.close()
     assert logged == {"events": ["error_slices_skipped"]}
+
+
+def test_a_worker_that_died_is_reported_not_waited_for():
+    plugin = make_plugin()
+    plugin.series(run_context(3000, {}, input_shape=(32,)))
+    plugin.setup(run_context(3000, {}, input_shape=(32,)))
+    plugin.worker._process.kill()
+    plugin.on_eval(planted_context(plugin, {})[0])
+    with pytest.raises(RuntimeError, match="search failed: its process ended"):
+        plugin.close()  # the engine disables the plugin with a plugin_error event
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +220,20 @@ def test_source_plants_its_slices_only_where_asked_and_repeats_itself():
 # ---------------------------------------------------------------------------------------------
 # Real runs
 # ---------------------------------------------------------------------------------------------
+def test_a_run_that_diverges_keeps_the_slices_of_every_evaluation_before(tmp_path):
+    """The search runs in a worker; the run closing, however it ends, logs what it still had."""
+    from conftest import tiny_config
+    from engine import open_run, run_training
+    out = tmp_path / "d.h5"
+    cfg = tiny_config(run={"steps": 200, "eval_every": 2}, optimizer={"lr": 50.0}, loss={"name": "mse"},
+                      plugins={"error_slices": {}})
+    assert run_training(cfg, out) == "diverged"
+    with open_run(out) as run:
+        evaluations = run.series("val/loss")[0]
+        assert len(evaluations) >= 1
+        assert list(run.series("error_slices/slices")[0]) == list(evaluations)
+
+
 def train(tmp_path, seed: int, planted: bool):
     from engine import open_run, run_training
     data = {"source": "synthetic-slices", "seed": seed, "planted": planted}
@@ -284,6 +312,7 @@ def test_thumbnails_are_the_members_inputs_the_loop_gives(given):
     plugin.setup(run)
     logged = {}
     plugin.on_eval(planted_context(plugin, logged)[0])
+    plugin.close()
     found = logged["slices"][0]["slices"]
     assert len(found) == 3
     if not given:

@@ -57,6 +57,27 @@ def test_a_raising_plugin_is_disabled_with_an_event_and_training_goes_on(tmp_pat
     assert list(run.series("train/loss")[0]) == list(range(1, 41))
 
 
+def test_close_is_called_once_however_the_run_ends(tmp_path, example_plugin):
+    for status, sections in (("finished", {}),
+                             ("diverged", {"run": {"steps": 200}, "optimizer": {"lr": 50.0}, "loss": {"name": "mse"}})):
+        (tmp_path / status).mkdir()
+        trainer = _trainer(tmp_path / status, {"every": 5}, **sections)
+        assert trainer.run() == status
+        assert trainer.plugins[0].closed == 1
+
+
+def test_a_plugin_failing_to_give_its_state_is_disabled_and_the_checkpoint_saved(tmp_path, example_plugin):
+    from engine.store import checkpoint_dir
+    trainer = _trainer(tmp_path, {"every": 5, "explode_in_state": 1}, run={"checkpoint_every": 20})
+    assert trainer.run() == "finished"
+    run = open_run(tmp_path / "p.h5")
+    (event,) = [e for e in run.events() if e["kind"] == "plugin_error"]
+    assert event["step"] == 20 and "planted state failure" in event["message"]
+    assert [p.name for p in sorted(checkpoint_dir(tmp_path / "p.h5").glob("step_*.pt"))][-2:] == \
+        ["step_00000020.pt", "step_00000040.pt"]
+    assert list(run.series("train/loss")[0]) == list(range(1, 41))
+
+
 def test_plugins_command_lists_installed_plugins(example_plugin):
     out = subprocess.run([sys.executable, "-m", "engine.cli", "plugins"], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout

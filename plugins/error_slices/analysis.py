@@ -21,7 +21,8 @@ child ``site = 4 and device = 1``, a child no worse than its parent, or an embed
 repeats a metadata slice (see ``_explains``). Reported slices are ranked by how much worse than the
 rest they surely are: the lower end of their error rate's 95 % interval minus the rest's error rate.
 
-numpy, scipy and torch only: usable from a notebook with no engine.
+numpy and scipy only (torch tensors are taken too): usable from a notebook with no engine, and quick
+to start in the child process the plugin searches in (``worker``).
 """
 from __future__ import annotations
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import special
 
 VARIANCE_ADDED = 1e-3  # times each dimension's overall variance, added to every component's (as sklearn's
@@ -41,14 +40,11 @@ MAX_STRAY_ERRORS = 4000  # misclassified rows outside the seeding cells weighed 
 def principal_components(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores (N, k), components (k, D), mean (D,)): the top-k principal directions of ``x``, from
     the covariance's eigenvectors; each sign fixed so its largest loading is positive, so the same
-    data always give the same picture. (A small eigenproblem in torch: numpy's multithreaded LAPACK
-    took several milliseconds for it beside a training process.)"""
+    data always give the same picture."""
     mean = x.mean(axis=0, dtype=np.float64)
     centred = x - mean.astype(x.dtype)
     cov = (centred.T @ centred).astype(np.float64) / max(len(x) - 1, 1)
-    # float32 halves the time and is ample for directions; torch's LAPACK keeps to torch's threads
-    vectors = torch.linalg.eigh(torch.from_numpy(cov.astype(np.float32)))[1].numpy().astype(np.float64)
-    top = vectors[:, ::-1][:, :k].T.copy()
+    top = np.linalg.eigh(cov)[1][:, ::-1][:, :k].T.copy()
     top *= np.sign(top[np.arange(len(top)), np.abs(top).argmax(axis=1)])[:, None]
     return (centred @ top.T.astype(x.dtype)).astype(np.float64), top, mean
 

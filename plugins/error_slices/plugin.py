@@ -1,7 +1,9 @@
 """Error slices at every evaluation: where, coherently, the model fails on the validation split, in
 words, from the logits, embeddings and metadata the engine already computed (no forward pass of
-its own). Slices keep their identity across evaluations (by member overlap), so their error can be
-followed over training; findings read the run file, so any run can be judged again."""
+its own). The search runs in a child process (``worker``) while training goes on; its results are
+logged at their evaluation's step, in order. Slices keep their identity across evaluations (by
+member overlap), so their error can be followed over training; findings read the run file, so any
+run can be judged again."""
 from __future__ import annotations
 
 import math
@@ -15,6 +17,7 @@ from engine.plugin import EvalContext, Evidence, Finding, Plugin, RunContext, Se
 from . import analysis, attributes
 from .analysis import percent, stated_percent
 from .tracking import ErrorChange, SliceTracker, error_change
+from .worker import SearchWorker
 
 PREFIX = "error_slices/"
 SCATTER_POINTS = 300  # samples drawn in the embedding scatter: the PDF report draws each point as vectors
@@ -112,41 +115,57 @@ class ErrorSlicesPlugin(Plugin):
         self.seed = int(run.config.sections["run"]["seed"])
         self.order = np.random.default_rng(self.seed).permutation(run.val_size)  # background points
         self.images = _grey_images(run.val_inputs) if self.image_shape and run.val_inputs is not None else None
+        self.worker = SearchWorker()
 
     def on_eval(self, ctx: EvalContext) -> None:
+        """Hands the search to the worker and records what it has found since: training goes on
+        while it searches, and each evaluation's rows are logged, in order, at that evaluation's step."""
         if not np.isfinite(ctx.logits.numpy()).all():  # CPU tensors: a view, checked at numpy's cost
             ctx.event("error_slices_skipped", f"step {ctx.step}: non-finite validation logits")
             return
-        probs = torch.softmax(ctx.logits.double(), dim=1).cpu().numpy()
-        labels = ctx.labels.cpu().numpy()
+        probs = torch.softmax(ctx.logits.double(), dim=1).numpy()
+        labels = ctx.labels.numpy()
         errors = probs.argmax(axis=1) != labels
         predicates, values = self._encode(ctx.metadata, len(labels))
-        found = analysis.search(ctx.embeddings, labels, probs, predicates, ids=ctx.ids,
-                                class_names=ctx.class_names, seed=self.seed,
-                                **{k: self.settings[k] for k in SEARCH_SETTINGS})
-        numbers = self.tracker.update(ctx.step, [s.ids for s in found.slices], [s.description for s in found.slices])
+        self.worker.collect()
+        settings = {k: self.settings[k] for k in SEARCH_SETTINGS}
+        self.worker.submit(lambda found: self._record(ctx.step, ctx.ids, ctx.log, errors, values, found),
+                           ctx.embeddings.numpy(), labels, probs, predicates, ids=ctx.ids,
+                           class_names=ctx.class_names, seed=self.seed, **settings)
+
+    def close(self) -> None:
+        """Record the searches still running, then end the worker."""
+        try:
+            self.worker.collect(wait=True)
+        finally:
+            self.worker.close()
+
+    def _record(self, step: int, ids: np.ndarray, log, errors: np.ndarray, values,
+                found: analysis.SliceSearch) -> None:
+        """One evaluation's slices, followed and logged at its step."""
+        numbers = self.tracker.update(step, [s.ids for s in found.slices], [s.description for s in found.slices])
         lines = [self._line(n) for n in numbers]
-        rows = self.tracker.rows(ctx.ids)
-        tracked = self.tracker.errors(ctx.ids, errors, rows)
-        ctx.log("slices", {
+        rows = self.tracker.rows(ids)
+        tracked = self.tracker.errors(ids, errors, rows)
+        log("slices", {
             "slices": [{**s.to_dict(), "track": n, "line": line} for s, n, line in zip(found.slices, numbers, lines)],
             "tracked": [{"track": t.number, "description": t.description, "error_rate": _or_none(tracked[t.number][0]),
                          "size": tracked[t.number][1]} for t in self.tracker.tracks],
             "examined": found.examined, "error_rate": float(errors.mean())})
-        ctx.log("table", {"columns": TABLE_COLUMNS,
-                          "rows": [_table_row(i + 1, s, line) for i, (s, line) in enumerate(zip(found.slices, lines))]})
-        ctx.log("accuracy", self._accuracy(rows, errors))
+        log("table", {"columns": TABLE_COLUMNS,
+                      "rows": [_table_row(i + 1, s, line) for i, (s, line) in enumerate(zip(found.slices, lines))]})
+        log("accuracy", self._accuracy(rows, errors))
         top = found.slices[0] if found.slices else None
-        ctx.log("n_slices", len(found.slices))
-        ctx.log("worst_error", top.error_rate if top else math.nan)
-        ctx.log("worst_lift", top.lift if top else math.nan)
-        ctx.log("scatter", _scatter(found, self.order, self.n_points))
+        log("n_slices", len(found.slices))
+        log("worst_error", top.error_rate if top else math.nan)
+        log("worst_lift", top.lift if top else math.nan)
+        log("scatter", _scatter(found, self.order, self.n_points))
         if self.metadata_columns:
-            ctx.log("metadata", {"columns": ["value", "samples", "error", "lift"],
-                                 "rows": [[v, n, percent(e), _times(e, errors.mean())]
-                                          for v, n, e in analysis.errors_by_value(values, errors)]})
+            log("metadata", {"columns": ["value", "samples", "error", "lift"],
+                             "rows": [[v, n, percent(e), _times(e, errors.mean())]
+                                      for v, n, e in analysis.errors_by_value(values, errors)]})
         if self.images is not None:
-            ctx.log("thumbnails", self._thumbnails(found.slices))
+            log("thumbnails", self._thumbnails(found.slices))
 
     def _encode(self, metadata: dict, n: int) -> tuple[attributes.Predicates, attributes.Predicates | None]:
         """The validation metadata encoded for the search and for the table of every value: once for
@@ -181,7 +200,9 @@ class ErrorSlicesPlugin(Plugin):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The tracked slices (numbers, members, line slots): a resumed run keeps their identities."""
+        """The tracked slices (numbers, members, line slots): a resumed run keeps their identities.
+        The searches still running are recorded first, so the state is that of every evaluation so far."""
+        self.worker.collect(wait=True)
         return self.tracker.state_dict()
 
     def load_state_dict(self, state: dict) -> None:

@@ -9,13 +9,15 @@ class ExamplePlugin(Plugin):
     name = "example"
     title = "Example"
     settings = (Setting("probe_size", 32, "samples in the probe set", min=1),
-                Setting("explode_at", 0, "raise at this step (0: never)", min=0))
+                Setting("explode_at", 0, "raise at this step (0: never)", min=0),
+                Setting("explode_in_state", 0, "raise when asked for a checkpoint's state (1: yes)", min=0, max=1))
     default_every = 5
 
     def __init__(self, settings, every, on):
         super().__init__(settings, every, on)
         self.seen_step_ids = []
         self.seen_eval = []
+        self.closed = 0
 
     def series(self, run):
         return [Series("batch_max_loss", (), description="largest per-sample loss of the batch"),
@@ -46,6 +48,14 @@ class ExamplePlugin(Plugin):
 
     def on_end(self, ctx):
         ctx.log("ended", ctx.step)
+
+    def close(self):
+        self.closed += 1
+
+    def state_dict(self):
+        if self.settings["explode_in_state"]:
+            raise RuntimeError("planted state failure")
+        return {}
 
     @classmethod
     def findings(cls, run):
