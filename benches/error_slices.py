@@ -93,9 +93,10 @@ def one(kind: str) -> dict:
             "slices": [" and ".join(f"a{j} = {v}" for j, v in enumerate(row) if v is not None) for row in sf.top_slices_]}
 
 
-def plugin_share(default_run: bool = False) -> dict:
-    """The plugin's hook time over the run's time: on digits with this plugin alone, against the same
-    run without it; or in the default run (``assets/examples/digits-mlp.toml``, all five analyses)."""
+def plugin_share(default_run: bool = False, pairs: int = 3) -> dict:
+    """The plugin's hook time over the run's time, and the run's time over the same run without the
+    plugin: on digits with this plugin alone (``pairs`` runs with and without it, alternating; the
+    medians); or once in the default run (``assets/examples/digits-mlp.toml``, all five analyses)."""
     from engine import run_training
     import plugins.error_slices.plugin as plugin_module
     spent: list[float] = []
@@ -108,19 +109,21 @@ def plugin_share(default_run: bool = False) -> dict:
     plugin_module.ErrorSlicesPlugin.on_eval = timed
     cfg = {"run": {"seed": 0, "steps": 1500, "eval_every": 50}, "data": {"source": "digits", "batch_size": 64},
            "model": {"name": "mlp", "hidden": [64, 64]}, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}
+    runs = ([("plugin", DEFAULT_RUN)] if default_run else
+            [("bare", cfg), ("plugin", {**cfg, "plugins": {"error_slices": {"on": "eval"}}})] * pairs)
+    seconds: dict[str, list[float]] = {"bare": [], "plugin": [], "hook": [], "worker_cpu": []}
     with tempfile.TemporaryDirectory() as tmp:
         warm = {**cfg, "run": {**cfg["run"], "steps": 100}, "plugins": {"error_slices": {"on": "eval"}}}
         run_training(warm, Path(tmp) / "warm.h5")  # imports and first-call costs out of the timing
-        spent.clear()
-        out = {}
-        runs = ([("plugin", DEFAULT_RUN)] if default_run else
-                [("bare", cfg), ("plugin", {**cfg, "plugins": {"error_slices": {"on": "eval"}}})])
-        for name, config in runs:
+        for i, (name, config) in enumerate(runs):
+            spent.clear()
             t, child = time.perf_counter(), _children_cpu()
-            run_training(config, Path(tmp) / f"{name}.h5")
-            out[name] = time.perf_counter() - t
-        out["worker_cpu"] = _children_cpu() - child  # the search process of the last run, its start included
-    return {**out, "hook": sum(spent), "evaluations": len(spent)}
+            run_training(config, Path(tmp) / f"{i}.h5")
+            seconds[name].append(time.perf_counter() - t)
+            if name == "plugin":
+                seconds["hook"].append(sum(spent))
+                seconds["worker_cpu"].append(_children_cpu() - child)  # the search process, its start included
+    return {**{k: statistics.median(v) for k, v in seconds.items() if v}, "evaluations": len(spent)}
 
 
 def _children_cpu() -> float:
