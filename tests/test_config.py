@@ -89,7 +89,8 @@ def test_unknown_section_and_plugin_are_refused():
 
 def test_plugin_settings_are_validated(example_plugin):
     cfg = RunConfig.from_dict({**tiny_config(), "plugins": {"example": {"probe_size": 8}}})
-    assert cfg.plugins["example"] == {"enabled": True, "every": 5, "on": None, "probe_size": 8, "explode_at": 0}
+    assert cfg.plugins["example"] == {"enabled": True, "every": 5, "on": None, "probe_size": 8, "explode_at": 0,
+                                       "explode_in_state": 0}
     with pytest.raises(ConfigError, match=r"plugins.example.probe_size: got -3, expected an integer ≥ 1"):
         RunConfig.from_dict({**tiny_config(), "plugins": {"example": {"probe_size": -3}}})
     with pytest.raises(ConfigError, match=r"plugins.example.probe_sise: unknown key.*did you mean 'probe_size'"):
