@@ -45,20 +45,18 @@ class SearchWorker:
 
     def collect(self, wait: bool = False) -> None:
         """Give each finished search to its callback, in order: those finished already, or, with
-        ``wait``, all. A search that failed, or a child that died, raises RuntimeError."""
+        ``wait``, all. A search that failed, or a child that died, raises RuntimeError, and the
+        worker stays failed: every later call raises it again instead of waiting for answers."""
         while self._callbacks:
             try:
                 ok, answer = self._answers.get(block=wait)
             except queue.Empty:
                 return
-            done = self._callbacks.popleft()
             if not ok:
+                self._callbacks.clear()
+                self._answers.put((ok, answer))
                 raise RuntimeError(f"the error-slices search failed: {answer}")
-            done(answer)
-
-    @property
-    def pending(self) -> int:
-        return len(self._callbacks)
+            self._callbacks.popleft()(answer)
 
     def close(self) -> None:
         """End the child (searches not collected are dropped)."""
